@@ -1,0 +1,43 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install enginekit with every extra this machine can use, pinned by constraints.txt
+# (torch is the local CPU wheel; never let pip choose torch itself).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit example clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[torch,openvino,tensorrt-rtx,test]'
+	# A real trained model from PyPI for tests (PaddleOCR's ONNX models ship inside this wheel);
+	# only its model files are used, so its runtime dependencies are not installed.
+	$(PIP) install -q -c constraints.txt --no-deps rapidocr-onnxruntime
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/enginekit demo --report enginekit-report
+
+lint: install
+	$(BIN)/ruff check src tests examples
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+# Retrain the bundled example (deterministic) and rewrite its weights, ONNX file and test split.
+example: install
+	$(BIN)/python examples/digits/train.py
+
+clean:
+	rm -rf $(VENV) enginekit-report .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Backends: one module per backend, each a Runner (and later a Builder). See enginekit.registry."""

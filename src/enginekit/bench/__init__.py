@@ -1,0 +1,1 @@
+"""Timing shared by every backend."""

@@ -1,0 +1,134 @@
+"""Shared CLI pieces: consoles, verbosity, option types, settings builders, error → exit code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+# Wide tables when piped or captured (a terminal keeps its own width).
+_WIDTH = None if sys.stdout.isatty() else 200
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class State:
+    verbose: int = 0
+
+
+def setup_logging(verbose: int) -> None:
+    State.verbose = verbose
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)],
+                        force=True)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout: strict JSON (no NaN/Infinity)."""
+    typer.echo(json.dumps(data, indent=2, allow_nan=False))
+
+
+def exit_with(code: int) -> None:
+    raise typer.Exit(code)
+
+
+# Option types shared by several subcommands -------------------------------------------------------
+InputOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input", "-i", help="Input shape NAME:DIMS[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64. "
+                 "Required for inputs with symbolic dims. Repeat per input.", show_default=False),
+]
+LoadInputsOpt = Annotated[
+    Path | None, typer.Option("--load-inputs", help="Feeds from .npz or .json ({name: array}).", show_default=False)
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random feeds.")]
+ValRangeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--val-range", help="Random value range [NAME:]LOW,HIGH (default 0,1 for floats; 0..100 for "
+                 "integer ids, 1 for masks). Repeatable.", show_default=False),
+]
+AllowNonFiniteOpt = Annotated[
+    bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf in loaded feeds instead of refusing them.")
+]
+AtolOpt = Annotated[
+    list[str] | None,
+    typer.Option("--atol", help="Absolute tolerance: VALUE (default 1e-5) or OUTPUT:VALUE. Repeatable.",
+                 show_default=False),
+]
+RtolOpt = Annotated[
+    list[str] | None,
+    typer.Option("--rtol", help="Relative tolerance: VALUE (default 1e-5) or OUTPUT:VALUE. Repeatable.",
+                 show_default=False),
+]
+StatOpt = Annotated[
+    str,
+    typer.Option("--check-error-stat", help="elemwise (every element: abs<=atol OR rel<=rtol), or judge the "
+                 "max / mean / median error."),
+]
+ValidateOpt = Annotated[bool, typer.Option("--validate", help="Fail when any output holds NaN or Inf.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result on stdout.")]
+OrtProvidersOpt = Annotated[
+    list[str] | None,
+    typer.Option("--ort-providers", help="onnxruntime execution providers in priority order (cpu, cuda, trt or "
+                 "full names); checked against the installed build.", show_default=False),
+]
+OvPrecisionOpt = Annotated[
+    str, typer.Option("--openvino-precision", help="OpenVINO inference precision: fp32 (exact comparisons) or bf16.")
+]
+
+
+def split_multi(values: list[str] | None) -> tuple[str, ...]:
+    """Repeatable options also accept comma-separated lists: --backend ort,openvino."""
+    items: list[str] = []
+    for v in values or []:
+        items += [p.strip() for p in v.split(",") if p.strip()]
+    return tuple(items)
+
+
+def feed_settings(
+    inputs: list[str] | None, load_inputs: Path | None, seed: int, val_ranges: list[str] | None, allow_nonfinite: bool
+) -> Any:
+    from enginekit.data import parse_input_shape, parse_value_range
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.settings import FeedSettings
+
+    if load_inputs is not None and inputs:
+        raise InvalidArgumentError("--load-inputs and --input both give the feed shapes; use one of them.")
+    return FeedSettings(
+        inputs=tuple(parse_input_shape(t) for t in inputs or []),
+        load_inputs=load_inputs,
+        seed=seed,
+        val_ranges=tuple(parse_value_range(t) for t in val_ranges or []),
+        allow_nonfinite=allow_nonfinite,
+    )
+
+
+def compare_settings(atol: list[str] | None, rtol: list[str] | None, stat: str, validate: bool) -> Any:
+    from enginekit.compare import CompareSettings, parse_tolerances
+    from enginekit.errors import InvalidArgumentError
+
+    stats = ("elemwise", "max", "mean", "median")
+    if stat not in stats:
+        raise InvalidArgumentError(f"--check-error-stat {stat!r}: choose one of {', '.join(stats)}.")
+    return CompareSettings(
+        atol=parse_tolerances(atol or [], 1e-5, "--atol"),
+        rtol=parse_tolerances(rtol or [], 1e-5, "--rtol"),
+        check_error_stat=stat,
+        validate=validate,
+    )
+
+
+def backend_settings(ort_providers: list[str] | None, openvino_precision: str) -> Any:
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.settings import BackendSettings
+
+    if openvino_precision not in ("fp32", "bf16"):
+        raise InvalidArgumentError(f"--openvino-precision {openvino_precision!r}: choose fp32 or bf16.")
+    return BackendSettings(ort_providers=split_multi(ort_providers), openvino_precision=openvino_precision)

@@ -1,0 +1,84 @@
+"""`enginekit` entry point. Subcommands live in their own modules; heavy packages load only when used."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from enginekit.cli import common
+from enginekit.cli.common import err
+
+app = typer.Typer(
+    name="enginekit",
+    help="Export, build, verify and benchmark inference engines from trained models, with one honest report.\n\n"
+    "Exit codes: 0 passed, 1 a check failed, 2 user error, 3 missing dependency or hardware, 4 internal error.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from enginekit import __version__
+
+        typer.echo(f"enginekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv: debug and "
+                                         "tracebacks).")] = 0,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    common.setup_logging(verbose)
+
+
+def _register() -> None:
+    from enginekit.cli import compare_cmd, doctor_cmd, inspect_cmd, optimize_cmd, run_cmd
+
+    app.command("inspect")(inspect_cmd.inspect)
+    app.command("run")(run_cmd.run)
+    app.command("compare")(compare_cmd.compare)
+    app.command("optimize")(optimize_cmd.optimize)
+    app.command("demo")(optimize_cmd.demo)
+    app.command("doctor")(doctor_cmd.doctor)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; typed errors become a one-paragraph message and their exit code."""
+    from enginekit.errors import EXIT_INTERNAL_ERROR, EnginekitError
+
+    try:
+        app(args=argv, prog_name="enginekit")
+    except EnginekitError as exc:
+        if common.State.verbose >= 2:
+            err.print(traceback.format_exc(), markup=False)
+        kind = type(exc).__name__
+        err.print(f"[bold red]error[/] ({kind}): {exc.message}")
+        if exc.hint:
+            err.print(f"[yellow]hint[/]: {exc.hint}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: an internal error, never a bare traceback
+        if common.State.verbose >= 1:
+            err.print(traceback.format_exc(), markup=False)
+        err.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"
+                  "This is a bug in enginekit; rerun with -v for the traceback and report it.")
+        sys.exit(EXIT_INTERNAL_ERROR)
+
+
+if __name__ == "__main__":
+    main()

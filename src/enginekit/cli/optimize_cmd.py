@@ -1,0 +1,118 @@
+"""`enginekit optimize [MODEL]` and `enginekit demo` (optimize on the bundled example)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from enginekit.cli import common
+from enginekit.cli.common import (
+    AllowNonFiniteOpt,
+    AtolOpt,
+    InputOpt,
+    JsonOpt,
+    LoadInputsOpt,
+    OrtProvidersOpt,
+    RtolOpt,
+    SeedOpt,
+    StatOpt,
+    ValidateOpt,
+    ValRangeOpt,
+)
+
+ReportOpt = Annotated[Path, typer.Option("--report", help="Report folder (report.json, report.md, reproduce.sh, "
+                      ".npz feeds and outputs).")]
+
+
+def optimize(
+    model: Annotated[Path | None, typer.Argument(help="ONNX model file; omitted: the bundled digits example.",
+                     show_default=False)] = None,
+    backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Candidates NAME[:PRECISION] "
+                       "(ort, openvino, openvino:bf16, onnx-reference); default: every backend and precision.",
+                       show_default=False)] = None,
+    reference: Annotated[str | None, typer.Option("--reference", help="Reference candidate (default ort).",
+                         show_default=False)] = None,
+    dataset: Annotated[Path | None, typer.Option("--dataset", help=".npz with one array per model input and "
+                       "integer 'labels'; adds accuracy, macro precision and macro recall.",
+                       show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Dataset batch size (0: all at once when the "
+                          "batch dim is dynamic).")] = 0,
+    inputs: InputOpt = None,
+    load_inputs: LoadInputsOpt = None,
+    seed: SeedOpt = 1,
+    val_range: ValRangeOpt = None,
+    allow_nonfinite: AllowNonFiniteOpt = False,
+    ort_providers: OrtProvidersOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    check_error_stat: StatOpt = "elemwise",
+    validate: ValidateOpt = False,
+    report: ReportOpt = Path("enginekit-report"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every available backend and precision, compare with the reference, time, evaluate, report."""
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.settings import OptimizeSettings
+
+    if batch_size < 0:
+        raise InvalidArgumentError(f"--batch-size {batch_size}: must be >= 0.")
+    settings = OptimizeSettings(
+        model=model,
+        backends=common.split_multi(backend),
+        reference=reference,
+        feeds=common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite),
+        backend=common.backend_settings(ort_providers, "fp32"),
+        compare=common.compare_settings(atol, rtol, check_error_stat, validate),
+        dataset=dataset,
+        batch_size=batch_size,
+        report_dir=report,
+    )
+    _run(settings, as_json)
+
+
+def demo(report: ReportOpt = Path("enginekit-report"), as_json: JsonOpt = False) -> None:
+    """`optimize` on the bundled example: a CNN trained on scikit-learn's digits, with its test split."""
+    from enginekit.settings import OptimizeSettings
+
+    _run(OptimizeSettings(report_dir=report), as_json)
+
+
+def _run(settings: object, as_json: bool) -> None:
+    from rich.table import Table
+
+    from enginekit.cli.render import status, verdict
+    from enginekit.pipeline import optimize
+    from enginekit.report.markdown import fmt
+    from enginekit.report.writer import argv_command
+    from enginekit.settings import OptimizeSettings
+
+    assert isinstance(settings, OptimizeSettings)
+    with common.err.status("optimize: running backends…"):
+        result = optimize(settings, argv_command())
+    doc = result.to_dict()
+    if as_json:
+        common.print_json(doc)
+        common.exit_with(result.exit_code)
+    out = common.out
+    steps = Table("step", "status", "s", "reason", title="Steps", title_justify="left")
+    for s in doc["steps"]:
+        style = {"OK": "green", "FAIL": "red", "SKIPPED": "yellow"}[s["status"]]
+        steps.add_row(s["name"], f"[{style}]{s['status']}[/]", f"{s['duration_s']:.2f}", s["reason"])
+    out.print(steps)
+    t = Table("backend", "precision", "status", "median ms", "p90 ms", "speed-up", "accuracy", "macro P",
+              "macro R", "max abs err", title=f"Backends (reference {doc['reference']})", title_justify="left")
+    for r in doc["results"]:
+        tm, m = r.get("timing") or {}, r.get("metrics") or {}
+        errs = [o["max_abs_err"] for o in r["outputs"].values() if isinstance(o.get("max_abs_err"), float)]
+        t.add_row(r["backend"], r["precision"], status(r["status"]), fmt(tm.get("median_ms")), fmt(tm.get("p90_ms")),
+                  fmt(r.get("speedup"), 3), fmt(m.get("accuracy")), fmt(m.get("macro_precision")),
+                  fmt(m.get("macro_recall")), fmt(max(errs) if errs else None))
+    out.print(t)
+    for r in doc["results"]:
+        if r["reason"]:
+            out.print(f"  {status(r['status'])} [bold]{r['backend']}[/]: {r['reason']}")
+    out.print(f"Report: {settings.report_dir}/report.md")
+    verdict(result.passed)
+    common.exit_with(result.exit_code)

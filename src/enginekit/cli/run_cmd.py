@@ -1,0 +1,102 @@
+"""`enginekit run MODEL --backend A --backend B`: same feeds on every backend, compared with the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from enginekit.cli import common
+from enginekit.cli.common import (
+    AllowNonFiniteOpt,
+    AtolOpt,
+    InputOpt,
+    JsonOpt,
+    LoadInputsOpt,
+    OrtProvidersOpt,
+    OvPrecisionOpt,
+    RtolOpt,
+    SeedOpt,
+    StatOpt,
+    ValidateOpt,
+    ValRangeOpt,
+)
+
+
+def run(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend to run (ort, openvino, "
+                       "onnx-reference); repeat or comma-separate. The first is the reference.",
+                       show_default=False)] = None,
+    reference: Annotated[str | None, typer.Option("--reference", help="Which listed backend is the reference.",
+                         show_default=False)] = None,
+    inputs: InputOpt = None,
+    load_inputs: LoadInputsOpt = None,
+    seed: SeedOpt = 1,
+    val_range: ValRangeOpt = None,
+    allow_nonfinite: AllowNonFiniteOpt = False,
+    save_inputs: Annotated[Path | None, typer.Option("--save-inputs", help="Write the feed to this .npz.",
+                           show_default=False)] = None,
+    save_outputs: Annotated[Path | None, typer.Option("--save-outputs", help="Write outputs to .npz: with one "
+                            "backend to this file, with several to STEM.BACKEND.npz beside it.",
+                            show_default=False)] = None,
+    ort_providers: OrtProvidersOpt = None,
+    openvino_precision: OvPrecisionOpt = "fp32",
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    check_error_stat: StatOpt = "elemwise",
+    validate: ValidateOpt = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Write report.json, report.md, reproduce.sh "
+                      "and the .npz feeds/outputs into this folder.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one ONNX model on several backends with the same feeds and compare every output."""
+    from enginekit.multirun import run_backends
+    from enginekit.settings import RunSettings
+
+    settings = RunSettings(
+        model=model,
+        backends=common.split_multi(backend) or ("ort",),
+        reference=reference,
+        feeds=common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite),
+        backend=common.backend_settings(ort_providers, openvino_precision),
+        compare=common.compare_settings(atol, rtol, check_error_stat, validate),
+        save_inputs=save_inputs,
+        save_outputs=save_outputs,
+        report_dir=report,
+    )
+    result = run_backends(settings)
+    doc = result.to_dict()
+    save_run_files(settings, result)
+    if as_json:
+        common.print_json(doc)
+    else:
+        from enginekit.cli.render import results_tables, verdict
+
+        results_tables(doc["results"])
+        verdict(result.passed)
+    common.exit_with(result.exit_code)
+
+
+def save_run_files(settings: object, result: object) -> None:
+    from enginekit.data import save_arrays
+    from enginekit.multirun import RunResult
+    from enginekit.report.markdown import render_run
+    from enginekit.report.writer import argv_command, safe_name, write_report
+    from enginekit.settings import RunSettings
+
+    assert isinstance(settings, RunSettings) and isinstance(result, RunResult)
+    if settings.save_inputs:
+        save_arrays(settings.save_inputs, result.feed)
+    produced = [r for r in result.rows if r.outputs is not None]
+    if settings.save_outputs:
+        target = settings.save_outputs
+        if len(result.rows) == 1 and produced:
+            save_arrays(target, produced[0].outputs or {})
+        for r in produced if len(result.rows) > 1 else []:
+            save_arrays(target.with_name(f"{target.stem}.{safe_name(r.label)}{target.suffix}"), r.outputs or {})
+    if settings.report_dir:
+        doc = {"kind": "run", **result.to_dict()}
+        arrays = {"inputs": result.feed, **{f"outputs.{r.label}": r.outputs or {} for r in produced}}
+        write_report(settings.report_dir, doc, render_run(doc), argv_command(), arrays)

@@ -1,0 +1,76 @@
+"""Typed errors. Every error a user can cause is an :class:`EnginekitError` with an exit code.
+
+Exit codes (shared by every subcommand):
+  0 all checks passed, 1 a check failed, 2 user error, 3 missing dependency or hardware, 4 internal error.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USER_ERROR = 2
+EXIT_MISSING_DEPENDENCY = 3
+EXIT_INTERNAL_ERROR = 4
+
+
+class EnginekitError(Exception):
+    """Root of every error enginekit raises on purpose."""
+
+    exit_code: int = EXIT_INTERNAL_ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nHint: {self.hint}"
+
+
+class UserError(EnginekitError):
+    """Something the user gave us is wrong: a flag, a file, data. Exit code 2."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class InvalidArgumentError(UserError):
+    """A malformed or inconsistent option value."""
+
+
+class ModelLoadError(UserError):
+    """The model file is missing, unreadable, corrupt or unsafe."""
+
+
+class FeedError(UserError):
+    """Input data does not match what the model expects (name, shape, dtype, values)."""
+
+
+class UnknownNameError(UserError):
+    """An unknown backend, output, or other name; the message suggests the closest match."""
+
+
+class MissingDependencyError(EnginekitError):
+    """An optional package is not installed. Exit code 3."""
+
+    exit_code = EXIT_MISSING_DEPENDENCY
+
+    def __init__(self, package: str, *, extra: str | None = None, purpose: str = "") -> None:
+        what = f" (needed for {purpose})" if purpose else ""
+        hint = f"pip install 'enginekit[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"Python package '{package}' is not installed{what}.", hint=hint)
+        self.package = package
+        self.extra = extra
+
+
+class HardwareUnavailableError(EnginekitError):
+    """The hardware or runtime needed for this is not present here. Exit code 3."""
+
+    exit_code = EXIT_MISSING_DEPENDENCY
+
+
+class BackendError(EnginekitError):
+    """A backend failed to load or run a model (its own error message is kept). Exit code 4 when fatal."""
+
+
+class InternalError(EnginekitError):
+    """A bug in enginekit. Exit code 4."""

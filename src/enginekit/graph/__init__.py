@@ -1,0 +1,1 @@
+"""ONNX graph utilities: loading with safety checks, IO specs, inspection."""

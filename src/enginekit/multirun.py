@@ -1,0 +1,254 @@
+"""Run the same feeds on several backends and compare every one with a reference.
+
+A failing backend never aborts the run: it becomes a row with status ``error`` (or ``skipped`` when
+it cannot run here) and its reason; the other backends still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from enginekit.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_MISSING_DEPENDENCY,
+    EXIT_OK,
+    EnginekitError,
+    HardwareUnavailableError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
+from enginekit.registry import get_backend
+
+if TYPE_CHECKING:
+    from enginekit.backends.base import Runner
+    from enginekit.compare import CompareResult, CompareSettings
+    from enginekit.settings import BackendSettings, FeedSettings, RunSettings
+    from enginekit.tensors import TensorSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+OK, FAILED, ERROR, SKIPPED = "ok", "failed", "error", "skipped"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One backend at one precision, written ``NAME[:PRECISION]`` on the command line."""
+
+    backend: str
+    precision: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        return self.backend if self.precision == "fp32" else f"{self.backend}:{self.precision}"
+
+    @classmethod
+    def parse(cls, text: str, default_precision: str = "fp32") -> Candidate:
+        name, _, precision = text.partition(":")
+        info = get_backend(name)
+        precision = precision.strip().lower() or default_precision
+        if precision not in info.precisions:
+            raise InvalidArgumentError(
+                f"Backend {info.name!r} offers precisions {', '.join(info.precisions)}, not {precision!r}."
+            )
+        return cls(info.name, precision)
+
+
+@dataclass
+class BackendRow:
+    """What happened to one candidate."""
+
+    backend: str
+    precision: str
+    status: str
+    reason: str = ""
+    is_reference: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    comparison: CompareResult | None = None
+    outputs: dict[str, np.ndarray] | None = None
+    load_s: float | None = None
+    infer_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        return Candidate(self.backend, self.precision).label
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.label,
+            "precision": self.precision,
+            "status": self.status,
+            "reason": self.reason,
+            "reference": self.is_reference,
+            "details": self.details,
+            "load_s": self.load_s,
+            "infer_s": self.infer_s,
+            "outputs": {} if self.comparison is None else self.comparison.to_dict()["outputs"],
+        }
+
+
+def use_runner(
+    candidate: Candidate,
+    model: Path,
+    settings: BackendSettings,
+    work: Callable[[Runner], T],
+) -> tuple[BackendRow, T | None]:
+    """Create, load and use a runner; any failure becomes the row's status and reason."""
+    row = BackendRow(candidate.backend, candidate.precision, OK)
+    info = get_backend(candidate.backend)
+    avail = info.available()
+    if not avail.ok:
+        row.status, row.reason = SKIPPED, avail.reason
+        return row, None
+    try:
+        runner = info.create_runner(model, settings, candidate.precision)
+        t0 = time.perf_counter()
+        with runner:
+            row.load_s = time.perf_counter() - t0
+            row.details = runner.describe()
+            value = work(runner)
+        return row, value
+    except (MissingDependencyError, HardwareUnavailableError) as exc:
+        row.status, row.reason = SKIPPED, str(exc)
+    except EnginekitError as exc:
+        row.status, row.reason = ERROR, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a backend's own failure becomes a row, never a crash
+        log.debug("backend %s failed", candidate.label, exc_info=True)
+        row.status, row.reason = ERROR, f"{type(exc).__name__}: {exc}".strip()
+    return row, None
+
+
+def prepare_feed(specs: Sequence[TensorSpec], settings: FeedSettings) -> dict[str, np.ndarray]:
+    """Feed from --load-inputs, or seeded random data at --input shapes; validated against the model."""
+    from enginekit.data import check_feed, check_finite, load_arrays, random_feed, resolve_shapes
+
+    if settings.load_inputs is not None:
+        feed = load_arrays(settings.load_inputs)
+        where = f"--load-inputs {settings.load_inputs}"
+    else:
+        feed = random_feed(specs, resolve_shapes(specs, settings.inputs), seed=settings.seed,
+                           ranges=settings.val_ranges)
+        where = "random feed"
+    check_feed(specs, feed, where=where)
+    if not settings.allow_nonfinite:
+        check_finite(feed, where=where)
+    return feed
+
+
+@dataclass
+class RunResult:
+    model: str
+    reference: str
+    feed: dict[str, np.ndarray]
+    rows: list[BackendRow]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status == OK for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        if any(r.status in (FAILED, ERROR) for r in self.rows):
+            return EXIT_CHECK_FAILED
+        if any(r.status == SKIPPED for r in self.rows):
+            return EXIT_MISSING_DEPENDENCY
+        return EXIT_OK
+
+    def outputs_of(self, label: str) -> dict[str, np.ndarray] | None:
+        return next((r.outputs for r in self.rows if r.label == label), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "model": self.model,
+            "reference": self.reference,
+            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.feed.items()},
+            "results": [r.to_dict() for r in self.rows],
+        }
+
+
+def compare_rows(
+    rows: Sequence[BackendRow], reference: BackendRow, settings_for: Callable[[str], CompareSettings]
+) -> None:
+    """Fill each row's comparison against the reference (settings chosen by the row's precision)."""
+    from enginekit.compare import compare_outputs
+
+    for row in rows:
+        if row.status != OK or row.outputs is None:
+            continue
+        if reference.status != OK or reference.outputs is None:
+            row.status, row.reason = SKIPPED, f"reference {reference.label} has no outputs ({reference.status})"
+            continue
+        row.comparison = compare_outputs(reference.outputs, row.outputs, settings_for(row.precision))
+        if not row.comparison.passed:
+            failed = [o.name for o in row.comparison.outputs if not o.passed]
+            row.status = FAILED
+            row.reason = "; ".join(
+                f"{o.name}: {o.reason}" for o in row.comparison.outputs if not o.passed and o.reason
+            ) or f"outputs outside tolerance: {', '.join(failed)}"
+
+
+def resolve_candidates(names: Sequence[str], reference: str | None, default_precision: Mapping[str, str]) -> tuple[
+    list[Candidate], Candidate
+]:
+    """Backends in the order given (duplicates refused) and which one is the reference."""
+    if not names:
+        raise InvalidArgumentError("Give at least one --backend.")
+    cands: list[Candidate] = []
+    for n in names:
+        name = get_backend(n.partition(":")[0]).name
+        c = Candidate.parse(n, default_precision.get(name, "fp32"))
+        if c in cands:
+            raise InvalidArgumentError(f"--backend {c.label} is listed twice.")
+        cands.append(c)
+    if reference is None:
+        return cands, cands[0]
+    ref_name = get_backend(reference.partition(":")[0]).name
+    ref_c = Candidate.parse(reference, default_precision.get(ref_name, "fp32"))
+    if ref_c not in cands:
+        raise InvalidArgumentError(
+            f"--reference {reference!r} is not among the backends given ({', '.join(c.label for c in cands)})."
+        )
+    return cands, ref_c
+
+
+def run_backends(settings: RunSettings) -> RunResult:
+    """The library call behind `enginekit run`."""
+    from enginekit.compare import validate_tolerance_names
+    from enginekit.graph.io import input_specs, output_specs
+    from enginekit.graph.load import load_model
+
+    # The backends judge what they can run; the ONNX checker is stricter than ONNX Runtime.
+    model = load_model(settings.model, load_external_data=False, check=False)
+    inputs, outputs = input_specs(model), output_specs(model)
+    del model
+    validate_tolerance_names(settings.compare, [o.name for o in outputs])
+    cands, ref = resolve_candidates(
+        settings.backends, settings.reference, {"openvino": settings.backend.openvino_precision}
+    )
+    feed = prepare_feed(inputs, settings.feeds)
+    ordered = [ref] + [c for c in cands if c != ref]
+    rows: dict[Candidate, BackendRow] = {}
+    for cand in ordered:
+        log.info("running %s", cand.label)
+
+        def work(runner: Runner) -> tuple[dict[str, np.ndarray], float]:
+            t0 = time.perf_counter()
+            out = runner.infer(feed)
+            return out, time.perf_counter() - t0
+
+        row, value = use_runner(cand, Path(settings.model), settings.backend, work)
+        if value is not None:
+            row.outputs, row.infer_s = value
+        rows[cand] = row
+    ref_row = rows[ref]
+    ref_row.is_reference = True
+    compare_rows([rows[c] for c in ordered], ref_row, lambda precision: settings.compare)
+    return RunResult(str(settings.model), ref.label, feed, [rows[c] for c in cands])

@@ -1,0 +1,303 @@
+"""`optimize`: an ordered list of steps, each returning StepResult(OK|FAIL|SKIPPED, reason, duration, artifacts).
+
+Steps in this version: load → inspect → feeds → one step per backend candidate (run, time, evaluate)
+→ compare → report. Later stages (export, prepare, build) plug in as more steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from enginekit.errors import EXIT_CHECK_FAILED, EXIT_OK, EnginekitError, InvalidArgumentError
+from enginekit.multirun import OK, SKIPPED, BackendRow, Candidate, compare_rows, use_runner
+from enginekit.registry import BACKENDS, get_backend
+
+if TYPE_CHECKING:
+    from enginekit.backends.base import Runner
+    from enginekit.compare import CompareSettings
+    from enginekit.eval.datasets import Dataset
+    from enginekit.settings import OptimizeSettings
+    from enginekit.tensors import TensorSpec
+
+log = logging.getLogger(__name__)
+
+STEP_OK, STEP_FAIL, STEP_SKIPPED = "OK", "FAIL", "SKIPPED"
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str
+    reason: str = ""
+    duration_s: float = 0.0
+    artifacts: list[str] = field(default_factory=list)
+    required: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class StepFailed(Exception):
+    """Raised inside a step to mark it FAIL with a reason."""
+
+
+class StepSkipped(Exception):
+    """Raised inside a step to mark it SKIPPED with a reason."""
+
+
+@dataclass
+class CandidateResult:
+    row: BackendRow
+    timing: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    speedup: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.row.to_dict(), "timing": self.timing, "metrics": self.metrics, "speedup": self.speedup}
+
+
+@dataclass
+class OptimizeResult:
+    settings: OptimizeSettings
+    model: Path | None = None
+    steps: list[StepResult] = field(default_factory=list)
+    candidates: list[CandidateResult] = field(default_factory=list)
+    reference: str | None = None
+    model_info: dict[str, Any] | None = None
+    feed: dict[str, np.ndarray] = field(default_factory=dict)
+    dataset: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        required_ok = all(s.status != STEP_FAIL for s in self.steps if s.required)
+        return required_ok and all(c.row.status in (OK, SKIPPED) for c in self.candidates)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_CHECK_FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "optimize",
+            "passed": self.passed,
+            "model": str(self.model) if self.model else None,
+            "model_info": self.model_info,
+            "reference": self.reference,
+            "dataset": self.dataset,
+            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.feed.items()},
+            "steps": [s.to_dict() for s in self.steps],
+            "results": [c.to_dict() for c in self.candidates],
+        }
+
+
+class Pipeline:
+    """Runs steps in order; a required step that fails stops the pipeline, an optional one does not."""
+
+    def __init__(self, result: OptimizeResult) -> None:
+        self.result = result
+        self.stopped = False
+
+    def step(self, name: str, fn: Callable[[StepResult], None], *, required: bool = True) -> StepResult:
+        res = StepResult(name, STEP_OK, required=required)
+        if self.stopped:
+            res.status, res.reason = STEP_SKIPPED, "an earlier required step failed"
+        else:
+            t0 = time.perf_counter()
+            try:
+                fn(res)
+            except StepSkipped as exc:
+                res.status, res.reason = STEP_SKIPPED, str(exc)
+            except (StepFailed, EnginekitError) as exc:
+                res.status, res.reason = STEP_FAIL, str(exc)
+            res.duration_s = time.perf_counter() - t0
+            if res.status == STEP_FAIL and required:
+                self.stopped = True
+        log.info("step %-24s %s %s", name, res.status, res.reason)
+        self.result.steps.append(res)
+        return res
+
+
+# Default tolerances for candidates below FP32 when the user left --atol/--rtol at their defaults:
+# about 8 units in the last place of each format's mantissa (fp16: 10 bits, bf16: 7 bits).
+LOW_PRECISION_TOLERANCES = {"fp16": 1e-2, "bf16": 5e-2, "int8": 1e-1}
+
+
+def settings_for_precision(base: CompareSettings, precision: str) -> CompareSettings:
+    """``base`` for FP32; for lower precisions, widen the default tolerances the user did not set."""
+    from dataclasses import replace
+
+    from enginekit.compare import DEFAULT_ATOL, DEFAULT_RTOL
+
+    tol = LOW_PRECISION_TOLERANCES.get(precision)
+    if tol is None:
+        return base
+    atol = base.atol if base.atol.default != DEFAULT_ATOL else replace(base.atol, default=tol)
+    rtol = base.rtol if base.rtol.default != DEFAULT_RTOL else replace(base.rtol, default=tol)
+    return replace(base, atol=atol, rtol=rtol)
+
+
+def default_candidates() -> list[Candidate]:
+    return [Candidate(b.name, p) for b in BACKENDS for p in b.precisions]
+
+
+def resolve_optimize_candidates(settings: OptimizeSettings) -> tuple[list[Candidate], Candidate]:
+    cands = [Candidate.parse(n) for n in settings.backends] if settings.backends else default_candidates()
+    if len(set(cands)) != len(cands):
+        raise InvalidArgumentError("A --backend is listed twice.")
+    if settings.reference:
+        ref = Candidate.parse(settings.reference)
+        if ref not in cands:
+            cands.insert(0, ref)
+    else:
+        usable = [c for c in cands if get_backend(c.backend).available().ok]
+        ort = Candidate("ort")
+        ref = ort if ort in usable else (usable[0] if usable else cands[0])
+    return cands, ref
+
+
+def _batch_size(specs: list[TensorSpec], requested: int) -> int:
+    fixed = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int)}
+    if fixed:
+        size = int(fixed.pop())
+        if requested and requested != size:
+            raise InvalidArgumentError(f"--batch-size {requested}: the model's batch dim is fixed at {size}.")
+        return size
+    return requested
+
+
+def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -> OptimizeResult:
+    """The main job. Never raises for a backend's failure; raises EnginekitError for bad settings.
+
+    ``command`` is what reproduce.sh runs; by default the CLI command equivalent to ``settings``.
+    """
+    from enginekit.compare import validate_tolerance_names
+    from enginekit.eval.classification import classification_metrics
+    from enginekit.eval.datasets import load_dataset
+    from enginekit.graph.inspect import inspect_model
+    from enginekit.graph.io import input_specs, output_specs
+    from enginekit.graph.load import load_model
+    from enginekit.multirun import prepare_feed
+
+    result = OptimizeResult(settings)
+    cands, ref = resolve_optimize_candidates(settings)
+    result.reference = ref.label
+    pipe = Pipeline(result)
+    state: dict[str, Any] = {}
+
+    def load(step: StepResult) -> None:
+        path = settings.model
+        dataset = settings.dataset
+        if path is None:
+            from enginekit.examples import digits
+
+            path, dataset = digits.onnx_path(), dataset or digits.test_data_path()
+        proto = load_model(path, load_external_data=False, check=False)
+        state["inputs"], state["outputs"] = input_specs(proto), output_specs(proto)
+        validate_tolerance_names(settings.compare, [o.name for o in state["outputs"]])
+        result.model, state["dataset_path"] = Path(path), dataset
+        step.artifacts.append(str(path))
+
+    def inspect(step: StepResult) -> None:
+        assert result.model is not None
+        result.model_info = inspect_model(result.model).to_dict()
+
+    def feeds(step: StepResult) -> None:
+        dpath = state["dataset_path"]
+        if dpath is not None:
+            ds = load_dataset(dpath, state["inputs"])
+            state["dataset"] = ds
+            result.dataset = str(dpath)
+            bs = _batch_size(state["inputs"], settings.batch_size)
+            state["batch_size"] = bs
+            result.feed = next(ds.batches(bs))  # compare on the first batch of real data
+            from enginekit.data import check_feed, check_finite
+
+            check_feed(state["inputs"], result.feed, where=f"dataset {dpath}")
+            check_finite(result.feed, where=f"dataset {dpath}")
+            step.reason = f"{len(ds)} samples from {dpath}; comparisons on the first batch of {bs or len(ds)}"
+        else:
+            result.feed = prepare_feed(state["inputs"], settings.feeds)
+
+    pipe.step("load", load)
+    pipe.step("inspect", inspect, required=False)
+    pipe.step("feeds", feeds)
+
+    rows: dict[Candidate, CandidateResult] = {}
+    ordered = [ref] + [c for c in cands if c != ref]
+    for cand in ordered:
+
+        def run_candidate(step: StepResult, cand: Candidate = cand) -> None:
+            assert result.model is not None
+            row, value = use_runner(
+                cand, result.model, settings.backend, lambda r: _work(r, result.feed, settings, state.get("dataset"))
+            )
+            cres = CandidateResult(row)
+            rows[cand] = cres
+            if value is not None:
+                row.outputs, row.infer_s, cres.timing, scores = value
+                if scores is not None:
+                    cres.metrics = classification_metrics(scores, state["dataset"].labels).to_dict()
+            if row.status == SKIPPED:
+                raise StepSkipped(row.reason)
+            if row.status != OK:
+                raise StepFailed(row.reason)
+
+        pipe.step(f"run {cand.label}", run_candidate, required=False)
+
+    def compare(step: StepResult) -> None:
+        ref_res = rows.get(ref)
+        if ref_res is None:
+            raise StepSkipped("no backend ran")
+        ref_res.row.is_reference = True
+        compare_rows([rows[c].row for c in ordered if c in rows], ref_res.row,
+                     lambda precision: settings_for_precision(settings.compare, precision))
+        ref_ms = (ref_res.timing or {}).get("median_ms")
+        for c in rows.values():
+            ms = (c.timing or {}).get("median_ms")
+            if ref_ms and ms:
+                c.speedup = ref_ms / ms
+        bad = [c.row.label for c in rows.values() if c.row.status not in (OK, SKIPPED)]
+        if bad:
+            raise StepFailed(f"outputs differ from {ref.label}: {', '.join(bad)}")
+
+    pipe.step("compare", compare)
+    result.candidates = [rows[c] for c in cands if c in rows]
+
+    def report(step: StepResult) -> None:
+        from enginekit.report.markdown import render_optimize
+        from enginekit.report.reproduce import optimize_command
+        from enginekit.report.writer import write_report
+
+        doc = result.to_dict()
+        arrays = {"inputs": result.feed, **{f"outputs.{c.row.label}": c.row.outputs or {} for c in result.candidates}}
+        paths = write_report(settings.report_dir, doc, render_optimize(doc), command or optimize_command(settings),
+                             arrays)
+        step.artifacts = [str(p) for p in paths]
+
+    pipe.step("report", report)
+    return result
+
+
+def _work(
+    runner: Runner, feed: dict[str, np.ndarray], settings: OptimizeSettings, ds: Dataset | None
+) -> tuple[dict[str, np.ndarray], float, dict[str, Any], np.ndarray | None]:
+    """Run the comparison feed, time it, and score the dataset (first output = class scores)."""
+    from enginekit.bench.timing import time_callable
+
+    t0 = time.perf_counter()
+    outputs = runner.infer(feed)
+    infer_s = time.perf_counter() - t0
+    timing = time_callable(lambda: runner.infer_unchecked(feed), settings.timing).to_dict()
+    scores = None
+    if ds is not None:
+        first_out = runner.outputs()[0].name
+        bs = _batch_size(runner.inputs(), settings.batch_size)
+        scores = np.concatenate([runner.infer(b)[first_out] for b in ds.batches(bs)], axis=0)
+    return outputs, infer_s, timing, scores

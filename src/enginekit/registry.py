@@ -1,0 +1,117 @@
+"""Backends as data: name, aliases, capabilities, and how to check availability and create a runner.
+
+The registry holds no per-call state. Runner modules are imported only when a runner is created.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from enginekit.deps import KNOWN, is_installed
+from enginekit.errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from enginekit.backends.base import Runner
+    from enginekit.settings import BackendSettings
+
+
+def suggest(name: str, choices: Sequence[str]) -> str:
+    """'; did you mean X?' for the closest choice, or ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    description: str
+    runner: str  # "module:Class", imported lazily
+    requires: tuple[str, ...]  # Python modules that must be importable
+    devices: tuple[str, ...] = ("cpu",)
+    precisions: tuple[str, ...] = ("fp32",)
+    dynamic_shapes: bool = True
+    aliases: tuple[str, ...] = ()
+    extra_check: Callable[[], Availability] | None = field(default=None, compare=False)
+
+    def available(self) -> Availability:
+        """Whether this backend can run here; the reason and install hint when not. Imports nothing heavy."""
+        for mod in self.requires:
+            if not is_installed(mod):
+                dist, extra = KNOWN.get(mod, (mod, None))
+                how = f"pip install 'enginekit[{extra}]'" if extra else f"pip install {dist}"
+                return Availability(False, f"Python package '{dist}' is not installed ({how})")
+        if self.extra_check is not None:
+            return self.extra_check()
+        return Availability(True)
+
+    def create_runner(self, model: Path, settings: BackendSettings, precision: str = "fp32") -> Runner:
+        mod_name, cls_name = self.runner.split(":")
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+        runner: Runner = cls(model, settings, precision)
+        return runner
+
+    def to_dict(self) -> dict[str, object]:
+        avail = self.available()
+        return {
+            "name": self.name,
+            "description": self.description,
+            "devices": list(self.devices),
+            "precisions": list(self.precisions),
+            "dynamic_shapes": self.dynamic_shapes,
+            "available": avail.ok,
+            "reason": avail.reason,
+        }
+
+
+BACKENDS: tuple[BackendInfo, ...] = (
+    BackendInfo(
+        name="ort",
+        description="ONNX Runtime (CPU execution provider unless --ort-providers says otherwise)",
+        runner="enginekit.backends.ort:OrtRunner",
+        requires=("onnxruntime",),
+        aliases=("onnxruntime", "onnxrt"),
+    ),
+    BackendInfo(
+        name="openvino",
+        description="OpenVINO on CPU (f32 inference precision unless asked for bf16)",
+        runner="enginekit.backends.openvino:OpenVinoRunner",
+        requires=("openvino",),
+        precisions=("fp32", "bf16"),
+        aliases=("ov",),
+    ),
+    BackendInfo(
+        name="onnx-reference",
+        description="onnx.reference.ReferenceEvaluator: slow, pure Python/numpy, independent of any runtime",
+        runner="enginekit.backends.onnx_reference:ReferenceRunner",
+        requires=("onnx",),
+        aliases=("reference", "onnx_reference", "ref"),
+    ),
+)
+
+
+def backend_names() -> list[str]:
+    return [b.name for b in BACKENDS]
+
+
+def get_backend(name: str) -> BackendInfo:
+    """Look a backend up by name or alias; unknown names get a 'did you mean' suggestion."""
+    key = name.strip().lower()
+    for b in BACKENDS:
+        if key == b.name or key in b.aliases:
+            return b
+    everything = backend_names() + [a for b in BACKENDS for a in b.aliases]
+    raise UnknownNameError(
+        f"Unknown backend {name!r}{suggest(key, everything)} Known backends: {', '.join(backend_names())}."
+    )

@@ -1,0 +1,94 @@
+"""Markdown tables a person reads, rendered from the same dicts that go into report.json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e4 or abs(value) < 1e-3:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def output_table(results: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for r in results:
+        for name, o in r.get("outputs", {}).items():
+            rows.append([r["backend"], name, o["passed"], o.get("max_abs_err"), o.get("max_rel_err"),
+                         o.get("p99_abs_err"), o.get("cosine"), o.get("nan_count"), o.get("inf_count"),
+                         o.get("reason", "")])
+    if not rows:
+        return "_No outputs were compared._\n"
+    return table(["backend", "output", "passed", "max abs", "max rel", "p99 abs", "cosine", "NaN", "Inf", "note"],
+                 rows)
+
+
+def status_table(results: Sequence[Mapping[str, Any]]) -> str:
+    return table(["backend", "status", "reference", "reason"],
+                 [[r["backend"], r["status"], r["reference"], r["reason"]] for r in results])
+
+
+def render_run(doc: Mapping[str, Any]) -> str:
+    inputs = ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in doc["inputs"].items())
+    return (
+        f"# enginekit run: {doc['model']}\n\n"
+        f"**Result: {'PASSED' if doc['passed'] else 'FAILED'}** — reference `{doc['reference']}`; inputs {inputs}.\n\n"
+        "## Backends\n\n" + status_table(doc["results"]) + "\n## Outputs against the reference\n\n"
+        + output_table(doc["results"])
+        + "\nAn element fails when |candidate − reference| > atol **and** "
+        "|candidate − reference| / |reference| > rtol.\n"
+    )
+
+
+def render_optimize(doc: Mapping[str, Any]) -> str:
+    rows = []
+    for r in doc["results"]:
+        t = r.get("timing") or {}
+        m = r.get("metrics") or {}
+        worst = max((o.get("max_abs_err") for o in r.get("outputs", {}).values()
+                     if isinstance(o.get("max_abs_err"), float)), default=None)
+        rows.append([r["backend"], r["precision"], r["status"], t.get("median_ms"), t.get("p90_ms"),
+                     r.get("speedup"), m.get("accuracy"), m.get("macro_precision"), m.get("macro_recall"), worst])
+    steps = table(["step", "status", "duration s", "reason"],
+                  [[s["name"], s["status"], s["duration_s"], s["reason"]] for s in doc["steps"]])
+    info = doc.get("model_info") or {}
+    head = f"# enginekit optimize: {doc['model']}\n\n**Result: {'PASSED' if doc['passed'] else 'FAILED'}**"
+    head += f" — reference `{doc['reference']}`"
+    if doc.get("dataset"):
+        head += f"; dataset `{doc['dataset']}`"
+    head += ".\n\n"
+    if info:
+        head += (f"Model: {info.get('node_count')} nodes, {info.get('parameter_count')} parameters, "
+                 f"opset {info.get('max_opset')}.\n\n")
+    summary = table(["backend", "precision", "status", "median ms", "p90 ms", "speed-up", "accuracy",
+                     "macro precision", "macro recall", "max abs err"], rows)
+    notes = [f"- `{r['backend']}`: {r['status']} — {r['reason']}" for r in doc["results"] if r["reason"]]
+    return (
+        head + "## Backends\n\n" + summary
+        + "\nLatency: host time per call on the comparison batch after warm-up (median and p90 of a short loop); "
+        "speed-up against the reference.\n\n"
+        + ("## Notes\n\n" + "\n".join(notes) + "\n\n" if notes else "")
+        + "## Outputs against the reference\n\n" + output_table(doc["results"])
+        + "\n## Steps\n\n" + steps
+    )

@@ -1,0 +1,85 @@
+"""Each runner on real models: the same outputs, feed validation, lifecycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enginekit.errors import FeedError, InvalidArgumentError
+from enginekit.registry import get_backend
+from enginekit.settings import BackendSettings
+
+BACKENDS = ["ort", "openvino", "onnx-reference"]
+
+
+def _numpy_mlp(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnx
+    from onnx import numpy_helper
+
+    w = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    return np.maximum(x @ w["w1"] + w["b1"], 0) @ w["w2"]
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_runner_matches_numpy(name: str, mlp_model: Path) -> None:
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    with get_backend(name).create_runner(mlp_model, BackendSettings()) as runner:
+        assert [s.name for s in runner.inputs()] == ["x"]
+        assert runner.inputs()[0].shape == ("batch", 4)
+        out = runner.infer({"x": x})
+    assert list(out) == ["y"]
+    assert out["y"].dtype == np.float32 and out["y"].shape == (5, 3)
+    np.testing.assert_allclose(out["y"], _numpy_mlp(mlp_model, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_runner_rejects_bad_feeds(name: str, mlp_model: Path) -> None:
+    with get_backend(name).create_runner(mlp_model, BackendSettings()) as runner:
+        with pytest.raises(FeedError, match=r"shape \[5, 5\].*\[batch, 4\]"):
+            runner.infer({"x": np.zeros((5, 5), np.float32)})
+        with pytest.raises(FeedError, match="dtype float64.*float32"):
+            runner.infer({"x": np.zeros((5, 4), np.float64)})
+        with pytest.raises(FeedError, match="missing x"):
+            runner.infer({"z": np.zeros((5, 4), np.float32)})
+
+
+def test_runner_must_be_loaded(mlp_model: Path) -> None:
+    runner = get_backend("ort").create_runner(mlp_model, BackendSettings())
+    with pytest.raises(InvalidArgumentError, match="context manager"):
+        runner.infer({"x": np.zeros((1, 4), np.float32)})
+
+
+def test_openvino_reports_f32_precision_hint(mlp_model: Path) -> None:
+    with get_backend("openvino").create_runner(mlp_model, BackendSettings()) as runner:
+        details = runner.describe()
+    assert details["inference_precision"] == "f32"
+
+
+def test_openvino_bf16_on_real_model_is_close_but_not_exact(ocr_cls_model: Path) -> None:
+    from enginekit.backends.openvino import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no bf16")
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 48, 192)).astype(np.float32)
+    with get_backend("ort").create_runner(ocr_cls_model, BackendSettings()) as ref:
+        expected = ref.infer({"x": x})
+    with get_backend("openvino").create_runner(ocr_cls_model, BackendSettings(), "bf16") as ov:
+        assert ov.describe()["inference_precision"] == "bf16"
+        got = ov.infer({"x": x})
+    (name,) = expected
+    np.testing.assert_allclose(got[name], expected[name], atol=0.05)
+
+
+def test_ort_providers_are_validated(mlp_model: Path) -> None:
+    runner = get_backend("ort").create_runner(mlp_model, BackendSettings(ort_providers=("cuda",)))
+    with pytest.raises(InvalidArgumentError, match="CUDAExecutionProvider.*not available"):
+        runner.load()
+    with get_backend("ort").create_runner(mlp_model, BackendSettings(ort_providers=("cpu",))) as r:
+        assert r.describe()["providers"] == ["CPUExecutionProvider"]
+
+
+def test_unsupported_precision_is_refused(mlp_model: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="does not offer precision 'fp16'"):
+        get_backend("ort").create_runner(mlp_model, BackendSettings(), "fp16")

@@ -1,0 +1,119 @@
+"""Shared fixtures: small ONNX models built here, and real trained models installed from PyPI."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+def make_mlp(path: Path, *, batch: str | int = "batch", seed: int = 0) -> Path:
+    """x[batch,4] float32 -> MatMul -> Add -> Relu -> MatMul -> y[batch,3]; deterministic weights."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
+        helper.make_node("Add", ["h0", "b1"], ["h1"], name="bias1"),
+        helper.make_node("Relu", ["h1"], ["h2"], name="relu1"),
+        helper.make_node("MatMul", ["h2", "w2"], ["y"], name="fc2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])],
+        initializer=[w1, b1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="enginekit-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def make_two_input(path: Path) -> Path:
+    """ids[batch,seq] int64 and mask[batch,seq] int64 -> out = Cast(ids*mask, float) [batch,seq]."""
+    nodes = [
+        helper.make_node("Mul", ["ids", "mask"], ["m"]),
+        helper.make_node("Cast", ["m"], ["out"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two_input",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def make_contrib_op_model(path: Path) -> Path:
+    """A model using an onnxruntime contrib op (com.microsoft FusedMatMul): ORT runs it, others may not."""
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    node = helper.make_node("FusedMatMul", ["x", "w"], ["y"], domain="com.microsoft", alpha=2.0)
+    graph = helper.make_graph(
+        [node],
+        "contrib",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        initializer=[w],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def mlp_model(tmp_path: Path) -> Path:
+    return make_mlp(tmp_path / "mlp.onnx")
+
+
+@pytest.fixture
+def two_input_model(tmp_path: Path) -> Path:
+    return make_two_input(tmp_path / "two_input.onnx")
+
+
+@pytest.fixture
+def contrib_model(tmp_path: Path) -> Path:
+    return make_contrib_op_model(tmp_path / "contrib.onnx")
+
+
+def _rapidocr_models() -> Path | None:
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+@pytest.fixture(scope="session")
+def ocr_cls_model() -> Path:
+    """PaddleOCR's text-direction classifier (real trained weights), shipped in the rapidocr-onnxruntime wheel."""
+    models = _rapidocr_models()
+    if models is None:
+        pytest.fail("rapidocr-onnxruntime is a test dependency: run `make test` (it installs it).")
+    path = models / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    assert path.is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def ocr_det_model() -> Path:
+    """PaddleOCR v4 text detector (real trained weights, 4.7 MB), shipped in the rapidocr-onnxruntime wheel."""
+    models = _rapidocr_models()
+    if models is None:
+        pytest.fail("rapidocr-onnxruntime is a test dependency: run `make test` (it installs it).")
+    return models / "ch_PP-OCRv4_det_infer.onnx"
