@@ -240,8 +240,11 @@ def _arrays_from_json(obj: object, p: Path) -> dict[str, np.ndarray]:
     for name, value in obj.items():
         dtype: str | None = None
         if isinstance(value, dict):
+            if "data" not in value:
+                raise FeedError(f"{str(p)!r}: input {name!r} is an object without a 'data' field "
+                                '(expected {"data": [...], "dtype": "float32"} or a plain nested list).')
             dtype = value.get("dtype")
-            value = value.get("data")
+            value = value["data"]
         try:
             arr = np.asarray(value)
             if dtype is not None:
@@ -263,12 +266,30 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write arrays to ``.npz`` atomically (temp file + rename)."""
     from enginekit.fileutil import atomic_write_bytes
 
+    p = check_npz_target(path)
+    import io
+
+    values = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in values.items():
+        if v.dtype.hasobject:
+            raise FeedError(f"Array {k!r} holds Python objects ({v.dtype}); only numeric arrays are saved (no pickle).")
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **values)
+    try:
+        atomic_write_bytes(p, buf.getvalue())
+    except OSError as exc:
+        raise InvalidArgumentError(f"Cannot write {str(p)!r}: {exc.strerror or exc}.") from exc
+    return p
+
+
+def check_npz_target(path: str | Path) -> Path:
+    """Refuse a save path that is not a writable-looking .npz file name, before any work is done."""
     p = Path(path)
     if p.suffix.lower() != ".npz":
         raise InvalidArgumentError(f"{str(p)!r}: outputs and inputs are saved as .npz; use a .npz file name.")
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-    atomic_write_bytes(p, buf.getvalue())
+    if p.is_dir():
+        raise InvalidArgumentError(f"{str(p)!r} is a folder; give a .npz file name.")
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InvalidArgumentError(f"Cannot write {str(p)!r}: {str(parent)!r} is a file, not a folder.")
     return p

@@ -219,6 +219,14 @@ def resolve_candidates(names: Sequence[str], reference: str | None, default_prec
     return cands, ref_c
 
 
+def check_backend_settings(cands: Sequence[Candidate], settings: BackendSettings) -> None:
+    """Refuse bad backend options (user errors, exit 2) before any backend runs."""
+    if settings.ort_providers and any(c.backend == "ort" for c in cands) and get_backend("ort").available().ok:
+        from enginekit.backends.ort import resolve_providers
+
+        resolve_providers(settings.ort_providers)
+
+
 def run_backends(settings: RunSettings) -> RunResult:
     """The library call behind `enginekit run`."""
     from enginekit.compare import validate_tolerance_names
@@ -233,6 +241,7 @@ def run_backends(settings: RunSettings) -> RunResult:
     cands, ref = resolve_candidates(
         settings.backends, settings.reference, {"openvino": settings.backend.openvino_precision}
     )
+    check_backend_settings(cands, settings.backend)
     feed = prepare_feed(inputs, settings.feeds)
     ordered = [ref] + [c for c in cands if c != ref]
     rows: dict[Candidate, BackendRow] = {}

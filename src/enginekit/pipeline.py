@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enginekit.errors import EXIT_CHECK_FAILED, EXIT_OK, EnginekitError, InvalidArgumentError
-from enginekit.multirun import OK, SKIPPED, BackendRow, Candidate, compare_rows, use_runner
+from enginekit.multirun import (
+    OK,
+    SKIPPED,
+    BackendRow,
+    Candidate,
+    check_backend_settings,
+    compare_rows,
+    use_runner,
+)
 from enginekit.registry import BACKENDS, get_backend
 
 if TYPE_CHECKING:
@@ -104,9 +112,12 @@ class Pipeline:
         self.result = result
         self.stopped = False
 
-    def step(self, name: str, fn: Callable[[StepResult], None], *, required: bool = True) -> StepResult:
+    def step(
+        self, name: str, fn: Callable[[StepResult], None], *, required: bool = True, always: bool = False
+    ) -> StepResult:
+        """Run ``fn``; ``always`` steps (the report) run even after a required step failed."""
         res = StepResult(name, STEP_OK, required=required)
-        if self.stopped:
+        if self.stopped and not always:
             res.status, res.reason = STEP_SKIPPED, "an earlier required step failed"
         else:
             t0 = time.perf_counter()
@@ -124,21 +135,37 @@ class Pipeline:
         return res
 
 
-# Default tolerances for candidates below FP32 when the user left --atol/--rtol at their defaults:
-# about 8 units in the last place of each format's mantissa (fp16: 10 bits, bf16: 7 bits).
-LOW_PRECISION_TOLERANCES = {"fp16": 1e-2, "bf16": 5e-2, "int8": 1e-1}
+# Machine epsilon of each format below FP32 (fp16: 10 mantissa bits, bf16: 7; int8: a 7-bit step).
+FORMAT_EPSILON = {"fp16": 2.0**-10, "bf16": 2.0**-7, "int8": 2.0**-7}
+LOW_PRECISION_EPSILONS = 4  # default tolerance: this many epsilons of the candidate's format
 
 
-def settings_for_precision(base: CompareSettings, precision: str) -> CompareSettings:
-    """``base`` for FP32; for lower precisions, widen the default tolerances the user did not set."""
+def settings_for_precision(
+    base: CompareSettings, precision: str, reference: Mapping[str, np.ndarray]
+) -> CompareSettings:
+    """``base`` for FP32. Below FP32, tolerances the user left at their defaults become scale-aware:
+
+    rtol = 4 eps of the format, and atol = 4 eps x the largest |value| of that output in the reference
+    (bf16: 3.1 %, fp16: 0.39 %), since rounding error grows with the magnitude of what is rounded.
+    Explicit ``--atol``/``--rtol`` values, default or per output, are kept as given.
+    """
     from dataclasses import replace
 
     from enginekit.compare import DEFAULT_ATOL, DEFAULT_RTOL
 
-    tol = LOW_PRECISION_TOLERANCES.get(precision)
-    if tol is None:
+    eps = FORMAT_EPSILON.get(precision)
+    if eps is None:
         return base
-    atol = base.atol if base.atol.default != DEFAULT_ATOL else replace(base.atol, default=tol)
+    tol = LOW_PRECISION_EPSILONS * eps
+    atol = base.atol
+    if atol.default == DEFAULT_ATOL:
+        given = dict(atol.per_output)
+        scaled = []
+        for name, arr in reference.items():
+            finite = np.abs(arr[np.isfinite(arr)]) if np.issubdtype(arr.dtype, np.floating) else np.abs(arr)
+            peak = float(finite.max()) if finite.size else 0.0
+            scaled.append((name, given.get(name, tol * max(peak, 1.0))))
+        atol = replace(atol, default=tol, per_output=tuple(scaled))
     rtol = base.rtol if base.rtol.default != DEFAULT_RTOL else replace(base.rtol, default=tol)
     return replace(base, atol=atol, rtol=rtol)
 
@@ -187,6 +214,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
     result = OptimizeResult(settings)
     cands, ref = resolve_optimize_candidates(settings)
+    check_backend_settings(cands, settings.backend)
     result.reference = ref.label
     pipe = Pipeline(result)
     state: dict[str, Any] = {}
@@ -256,8 +284,9 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
         if ref_res is None:
             raise StepSkipped("no backend ran")
         ref_res.row.is_reference = True
+        ref_out = ref_res.row.outputs or {}
         compare_rows([rows[c].row for c in ordered if c in rows], ref_res.row,
-                     lambda precision: settings_for_precision(settings.compare, precision))
+                     lambda precision: settings_for_precision(settings.compare, precision, ref_out))
         ref_ms = (ref_res.timing or {}).get("median_ms")
         for c in rows.values():
             ms = (c.timing or {}).get("median_ms")
@@ -281,7 +310,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
                              arrays)
         step.artifacts = [str(p) for p in paths]
 
-    pipe.step("report", report)
+    pipe.step("report", report, always=True)
     return result
 
 

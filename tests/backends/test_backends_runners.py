@@ -83,3 +83,21 @@ def test_ort_providers_are_validated(mlp_model: Path) -> None:
 def test_unsupported_precision_is_refused(mlp_model: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="does not offer precision 'fp16'"):
         get_backend("ort").create_runner(mlp_model, BackendSettings(), "fp16")
+
+
+def test_reference_batchnorm_momentum_workaround(ocr_cls_model: Path) -> None:
+    """onnx.reference's BatchNormalization_9 normalizes with batch statistics; the runner replaces it."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    from enginekit.backends.onnx_reference import inference_batchnorm_ops
+
+    x = np.random.default_rng(3).uniform(0, 1, (2, 3, 48, 192)).astype(np.float32)
+    with get_backend("ort").create_runner(ocr_cls_model, BackendSettings()) as ort_runner:
+        expected = next(iter(ort_runner.infer({"x": x}).values()))
+    raw = ReferenceEvaluator(onnx.load(str(ocr_cls_model))).run(None, {"x": x})[0]
+    assert np.abs(raw - expected).max() > 0.05  # the upstream behaviour this works around
+    assert len(inference_batchnorm_ops(onnx.load(str(ocr_cls_model)))) == 1
+    with get_backend("onnx-reference").create_runner(ocr_cls_model, BackendSettings()) as ref:
+        got = next(iter(ref.infer({"x": x}).values()))
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from enginekit.backends.base import Runner
 from enginekit.deps import require
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
+
+
+def inference_batchnorm_ops(model: onnx.ModelProto) -> list[type]:
+    """Replacement op implementations onnx.reference needs for ``model`` (empty when none).
+
+    In opsets 9-13 BatchNormalization is inference-only and ``momentum`` has no effect, but
+    onnx.reference's BatchNormalization_9 fills in the schema default momentum=0.9 and then always
+    normalizes with the batch statistics (training behaviour). Seen on PaddleOCR's classifier: outputs
+    off by 0.4 where onnxruntime, OpenVINO and the formula agree. For those opsets the runner
+    registers an implementation of the inference formula instead.
+    """
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    uses_bn = any(n.op_type == "BatchNormalization" and n.domain in ("", "ai.onnx") for n in model.graph.node)
+    if not (9 <= opset < 14 and uses_bn):
+        return []
+    from onnx.reference.op_run import OpRun
+
+    class BatchNormalization(OpRun):  # name and domain select the op it replaces
+        op_domain = ""
+
+        def _run(  # type: ignore[no-untyped-def]
+            self, x, scale, bias, mean, var, epsilon=1e-5, momentum=None, training_mode=None
+        ):
+            shape = (-1,) + (1,) * (x.ndim - 2)
+            y = scale.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + epsilon)
+            return ((y + bias.reshape(shape)).astype(x.dtype),)
+
+    return [BatchNormalization]
 
 
 class ReferenceRunner(Runner):
@@ -20,7 +54,11 @@ class ReferenceRunner(Runner):
         require("onnx", purpose="the 'onnx-reference' backend")
         from onnx.reference import ReferenceEvaluator
 
-        self._evaluator: Any = ReferenceEvaluator(load_model(self.model, check=False))
+        model = load_model(self.model, check=False)
+        new_ops = inference_batchnorm_ops(model)
+        if new_ops:
+            log.info("onnx-reference: using the inference BatchNormalization formula (opset 9-13)")
+        self._evaluator: Any = ReferenceEvaluator(model, new_ops=new_ops or None)
 
     def _release(self) -> None:
         del self._evaluator

@@ -19,6 +19,12 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 class State:
     verbose: int = 0
+    argv: list[str] = []  # the arguments main() was called with, for reproduce.sh
+
+
+def command_line() -> list[str]:
+    """The command being run, written as ``enginekit ARGS``."""
+    return ["enginekit", *State.argv]
 
 
 def setup_logging(verbose: int) -> None:

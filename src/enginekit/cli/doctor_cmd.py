@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
+
 from enginekit.cli import common
 from enginekit.cli.common import JsonOpt
 
 
 def doctor(as_json: JsonOpt = False) -> None:
     """Show what is installed, which backends can run here and why not, and known version traps."""
+    from rich.markup import escape
     from rich.table import Table
 
     from enginekit.doctor import collect
@@ -21,7 +24,7 @@ def doctor(as_json: JsonOpt = False) -> None:
     out = common.out
     pk = Table("package", "version / details", title="Environment", title_justify="left")
     for name, value in report.packages.items():
-        pk.add_row(name, _describe(value))
+        pk.add_row(name, _describe(value))  # _describe escapes
     out.print(pk)
     if report.gpus:
         for g in report.gpus:
@@ -33,10 +36,10 @@ def doctor(as_json: JsonOpt = False) -> None:
     for b in report.backends:
         ok = "[green]yes[/]" if b["available"] else "[red]no[/]"
         bk.add_row(str(b["name"]), ok, ", ".join(b["devices"]), ", ".join(b["precisions"]),  # type: ignore[arg-type]
-                   str(b["reason"]))
+                   escape(str(b["reason"])))
     out.print(bk)
     for w in report.warnings:
-        out.print(f"[yellow]warning[/]: {w}")
+        out.print(f"[yellow]warning[/]: {escape(w)}")
     if not report.warnings:
         out.print("No known version traps found.")
 
@@ -45,5 +48,6 @@ def _describe(value: Any) -> str:
     if value is None:
         return "[dim]not installed[/]"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v if not isinstance(v, list) else '/'.join(map(str, v))}" for k, v in value.items())
-    return str(value)
+        text = ", ".join(f"{k}={v if not isinstance(v, list) else '/'.join(map(str, v))}" for k, v in value.items())
+        return escape(text)
+    return escape(str(value))

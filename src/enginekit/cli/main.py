@@ -7,6 +7,7 @@ import traceback
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from enginekit.cli import common
 from enginekit.cli.common import err
@@ -59,15 +60,16 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI; typed errors become a one-paragraph message and their exit code."""
     from enginekit.errors import EXIT_INTERNAL_ERROR, EnginekitError
 
+    common.State.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, prog_name="enginekit")
     except EnginekitError as exc:
         if common.State.verbose >= 2:
             err.print(traceback.format_exc(), markup=False)
         kind = type(exc).__name__
-        err.print(f"[bold red]error[/] ({kind}): {exc.message}")
+        err.print(f"[bold red]error[/] ({kind}): {escape(exc.message)}")
         if exc.hint:
-            err.print(f"[yellow]hint[/]: {exc.hint}")
+            err.print(f"[yellow]hint[/]: {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - last line of defence: an internal error, never a bare traceback
         if common.State.verbose >= 1:
             err.print(traceback.format_exc(), markup=False)
-        err.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"
+        err.print(f"[bold red]internal error[/]: {type(exc).__name__}: {escape(str(exc))}\n"
                   "This is a bug in enginekit; rerun with -v for the traceback and report it.")
         sys.exit(EXIT_INTERNAL_ERROR)
 

@@ -80,17 +80,17 @@ def demo(report: ReportOpt = Path("enginekit-report"), as_json: JsonOpt = False)
 
 
 def _run(settings: object, as_json: bool) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from enginekit.cli.render import status, verdict
     from enginekit.pipeline import optimize
     from enginekit.report.markdown import fmt
-    from enginekit.report.writer import argv_command
     from enginekit.settings import OptimizeSettings
 
     assert isinstance(settings, OptimizeSettings)
     with common.err.status("optimize: running backends…"):
-        result = optimize(settings, argv_command())
+        result = optimize(settings, common.command_line())
     doc = result.to_dict()
     if as_json:
         common.print_json(doc)
@@ -99,7 +99,7 @@ def _run(settings: object, as_json: bool) -> None:
     steps = Table("step", "status", "s", "reason", title="Steps", title_justify="left")
     for s in doc["steps"]:
         style = {"OK": "green", "FAIL": "red", "SKIPPED": "yellow"}[s["status"]]
-        steps.add_row(s["name"], f"[{style}]{s['status']}[/]", f"{s['duration_s']:.2f}", s["reason"])
+        steps.add_row(escape(s["name"]), f"[{style}]{s['status']}[/]", f"{s['duration_s']:.2f}", escape(s["reason"]))
     out.print(steps)
     t = Table("backend", "precision", "status", "median ms", "p90 ms", "speed-up", "accuracy", "macro P",
               "macro R", "max abs err", title=f"Backends (reference {doc['reference']})", title_justify="left")
@@ -112,7 +112,7 @@ def _run(settings: object, as_json: bool) -> None:
     out.print(t)
     for r in doc["results"]:
         if r["reason"]:
-            out.print(f"  {status(r['status'])} [bold]{r['backend']}[/]: {r['reason']}")
+            out.print(f"  {status(r['status'])} [bold]{escape(r['backend'])}[/]: {escape(r['reason'])}")
     out.print(f"Report: {settings.report_dir}/report.md")
     verdict(result.passed)
     common.exit_with(result.exit_code)

@@ -66,6 +66,11 @@ def run(
         save_outputs=save_outputs,
         report_dir=report,
     )
+    from enginekit.data import check_npz_target
+
+    for target in (save_inputs, save_outputs):
+        if target is not None:
+            check_npz_target(target)
     result = run_backends(settings)
     doc = result.to_dict()
     save_run_files(settings, result)
@@ -83,7 +88,7 @@ def save_run_files(settings: object, result: object) -> None:
     from enginekit.data import save_arrays
     from enginekit.multirun import RunResult
     from enginekit.report.markdown import render_run
-    from enginekit.report.writer import argv_command, safe_name, write_report
+    from enginekit.report.writer import safe_name, write_report
     from enginekit.settings import RunSettings
 
     assert isinstance(settings, RunSettings) and isinstance(result, RunResult)
@@ -99,4 +104,4 @@ def save_run_files(settings: object, result: object) -> None:
     if settings.report_dir:
         doc = {"kind": "run", **result.to_dict()}
         arrays = {"inputs": result.feed, **{f"outputs.{r.label}": r.outputs or {} for r in produced}}
-        write_report(settings.report_dir, doc, render_run(doc), argv_command(), arrays)
+        write_report(settings.report_dir, doc, render_run(doc), common.command_line(), arrays)

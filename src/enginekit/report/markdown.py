@@ -37,11 +37,11 @@ def output_table(results: Sequence[Mapping[str, Any]]) -> str:
         for name, o in r.get("outputs", {}).items():
             rows.append([r["backend"], name, o["passed"], o.get("max_abs_err"), o.get("max_rel_err"),
                          o.get("p99_abs_err"), o.get("cosine"), o.get("nan_count"), o.get("inf_count"),
-                         o.get("reason", "")])
+                         f"{fmt(o.get('atol'))} / {fmt(o.get('rtol'))}", o.get("reason", "")])
     if not rows:
         return "_No outputs were compared._\n"
-    return table(["backend", "output", "passed", "max abs", "max rel", "p99 abs", "cosine", "NaN", "Inf", "note"],
-                 rows)
+    return table(["backend", "output", "passed", "max abs", "max rel", "p99 abs", "cosine", "NaN", "Inf",
+                  "atol / rtol", "note"], rows)
 
 
 def status_table(results: Sequence[Mapping[str, Any]]) -> str:

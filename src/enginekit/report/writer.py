@@ -6,7 +6,6 @@ import datetime as _dt
 import json
 import platform
 import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,8 +79,3 @@ def write_report(
     script.chmod(0o755)
     written.append(script)
     return written
-
-
-def argv_command() -> list[str]:
-    """The command line of this process, with the program written as ``enginekit``."""
-    return ["enginekit", *sys.argv[1:]]

@@ -1,0 +1,94 @@
+"""`optimize`: steps, candidates, precision-aware tolerances, metrics and the report, on the bundled example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from enginekit.compare import CompareSettings, parse_tolerances
+from enginekit.errors import EXIT_CHECK_FAILED, EXIT_OK
+from enginekit.pipeline import optimize, settings_for_precision
+from enginekit.settings import BackendSettings, OptimizeSettings, TimingSettings
+
+FAST = TimingSettings(warmup_s=0.0, warmup_runs=1, min_runs=3, min_time_s=0.0)
+
+
+def _steps(result: object) -> dict[str, str]:
+    return {s.name: s.status for s in result.steps}  # type: ignore[attr-defined]
+
+
+def test_demo_pipeline_on_bundled_example(tmp_path: Path) -> None:
+    settings = OptimizeSettings(backends=("ort", "openvino", "openvino:bf16"), timing=FAST, report_dir=tmp_path / "r")
+    result = optimize(settings)
+    assert result.exit_code == EXIT_OK, [(c.row.label, c.row.reason) for c in result.candidates]
+    steps = _steps(result)
+    assert steps["load"] == steps["feeds"] == steps["compare"] == steps["report"] == "OK"
+    by = {c.row.label: c for c in result.candidates}
+    assert by["ort"].row.is_reference and by["ort"].speedup == pytest.approx(1.0)
+    acc = by["ort"].metrics["accuracy"]  # type: ignore[index]
+    assert acc >= 0.95
+    # FP32 backends agree to the sample on the 360-image test split
+    assert by["openvino"].metrics == by["ort"].metrics
+    # bf16 judged with scale-aware tolerances: atol = 4 eps(bf16) x max|logit|
+    o = by["openvino:bf16"].row.comparison.outputs[0]  # type: ignore[union-attr]
+    peak = float(np.abs(by["ort"].row.outputs["logits"]).max())  # type: ignore[index]
+    if by["openvino:bf16"].row.status != "skipped":
+        assert o.atol == pytest.approx(4 * 2**-7 * peak) and o.rtol == pytest.approx(4 * 2**-7)
+    for c in result.candidates:
+        assert c.timing is not None and c.timing["runs"] >= 3 and c.timing["median_ms"] > 0
+    doc = json.loads((tmp_path / "r/report.json").read_text())
+    assert doc["passed"] is True and doc["dataset"].endswith("digits_test.npz")
+    assert {r["backend"] for r in doc["results"]} == {"ort", "openvino", "openvino:bf16"}
+    md = (tmp_path / "r/report.md").read_text()
+    assert "| ort | fp32 | ok |" in md and "macro precision" in md
+    script = (tmp_path / "r/reproduce.sh").read_text()
+    assert "enginekit optimize --backend ort --backend openvino --backend openvino:bf16" in script
+
+
+def test_explicit_tolerances_are_kept_for_low_precision() -> None:
+    ref = {"y": np.array([100.0, -3.0], np.float32), "z": np.array([0.5], np.float32)}
+    base = CompareSettings()
+    fp32 = settings_for_precision(base, "fp32", ref)
+    assert fp32 is base
+    bf16 = settings_for_precision(base, "bf16", ref)
+    assert bf16.atol.for_output("y") == pytest.approx(4 * 2**-7 * 100)
+    assert bf16.atol.for_output("z") == pytest.approx(4 * 2**-7)  # magnitudes below 1 count as 1
+    given = CompareSettings(atol=parse_tolerances(["y:0.5"], 1e-5, "--atol"),
+                            rtol=parse_tolerances(["0.2"], 1e-5, "--rtol"))
+    kept = settings_for_precision(given, "fp16", ref)
+    assert kept.atol.for_output("y") == 0.5 and kept.rtol.default == 0.2
+    assert kept.atol.for_output("z") == pytest.approx(4 * 2**-10)
+
+
+def test_backend_failures_are_rows_and_report_is_still_written(tmp_path: Path, contrib_model: Path) -> None:
+    settings = OptimizeSettings(
+        model=contrib_model,
+        backends=("ort", "onnx-reference", "openvino"),
+        backend=BackendSettings(openvino_device="GPU"),  # not on this machine -> SKIPPED with the reason
+        timing=FAST,
+        report_dir=tmp_path / "r",
+    )
+    result = optimize(settings)
+    steps = _steps(result)
+    assert steps["run ort"] == "OK"
+    assert steps["run onnx-reference"] == "FAIL"
+    assert steps["run openvino"] == "SKIPPED"
+    by = {c.row.label: c.row for c in result.candidates}
+    assert "GPU" in by["openvino"].reason and "FusedMatMul" in by["onnx-reference"].reason
+    assert result.exit_code == EXIT_CHECK_FAILED
+    assert steps["report"] == "OK" and (tmp_path / "r/report.md").is_file()
+
+
+def test_required_step_failure_stops_backends_but_not_the_report(tmp_path: Path, mlp_model: Path) -> None:
+    bad = tmp_path / "no_labels.npz"
+    np.savez(bad, x=np.zeros((4, 4), np.float32))
+    result = optimize(OptimizeSettings(model=mlp_model, backends=("ort",), dataset=bad, timing=FAST,
+                                       report_dir=tmp_path / "r"))
+    steps = _steps(result)
+    assert steps["feeds"] == "FAIL" and "labels" in result.steps[2].reason
+    assert steps["run ort"] == "SKIPPED"
+    assert steps["report"] == "OK"
+    assert result.exit_code == EXIT_CHECK_FAILED
