@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 HEAVY = ("torch", "openvino", "tensorrt_rtx", "tensorrt", "onnxruntime", "paddle")
 
 
