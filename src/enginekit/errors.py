@@ -72,5 +72,11 @@ class BackendError(EnginekitError):
     """A backend failed to load or run a model (its own error message is kept). Exit code 4 when fatal."""
 
 
+class VerificationError(EnginekitError):
+    """A produced artifact does not match its source (outputs or output shapes differ). Exit code 1."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
 class InternalError(EnginekitError):
     """A bug in enginekit. Exit code 4."""

@@ -9,14 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enginekit.compare import CompareSettings
+from enginekit.compare import CompareSettings, Tolerances
 from enginekit.data import InputShape, ValueRange
+
+# Export compares two different runtimes (PyTorch/Paddle vs onnxruntime) in FP32: kernels differ in
+# summation order, so the default is looser than the 1e-5 used between runs of one model.
+EXPORT_TOLERANCE = 1e-4
 
 __all__ = [
     "BackendSettings",
     "CompareSettings",
+    "DynamicDim",
+    "ExportSettings",
     "FeedSettings",
+    "LintSettings",
     "OptimizeSettings",
+    "PrepareSettings",
     "RunSettings",
     "TimingSettings",
 ]
@@ -84,3 +92,57 @@ class OptimizeSettings:
     dataset: Path | None = None  # .npz with model inputs and "labels"
     batch_size: int = 0  # dataset batch size; 0: whole dataset at once when the model allows it
     report_dir: Path = Path("enginekit-report")
+
+
+@dataclass(frozen=True)
+class DynamicDim:
+    """``--dynamic NAME:AXIS=LABEL[MIN..MAX]``: axis AXIS of input NAME is dynamic, named LABEL."""
+
+    input: str
+    axis: int
+    label: str
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """`enginekit export SOURCE -o model.onnx`: framework model → verified ONNX."""
+
+    source: str  # file.py:factory, package.module:factory, TorchScript .pt, torch.export .pt2, Paddle model
+    output: Path
+    inputs: tuple[str, ...] = ()  # raw NAME:DIMS[:DTYPE] with symbolic dims allowed (x:batch,3,h,w)
+    dynamic: tuple[DynamicDim, ...] = ()
+    output_names: tuple[str, ...] = ()
+    weights: Path | None = None  # state dict loaded with weights_only=True
+    exporter: str = "auto"  # dynamo | torchscript | auto
+    opset: int | None = None  # None: chosen from the target
+    target: str = "ort"  # tensorrt==8.5|8.6|10|11, tensorrt-rtx, ort, openvino
+    verify: bool = True
+    seed: int = 1
+    val_ranges: tuple[ValueRange, ...] = ()
+    compare: CompareSettings = field(default_factory=lambda: CompareSettings(
+        atol=Tolerances(EXPORT_TOLERANCE), rtol=Tolerances(EXPORT_TOLERANCE)))
+    external_data_threshold: int = 2**31 - 1  # bytes; larger models are saved with external data
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """`enginekit prepare MODEL -o out.onnx`: ONNX graph passes, each verified with onnxruntime."""
+
+    output: Path
+    passes: tuple[str, ...] = ("shape-inference", "simplify", "int64-to-int32")
+    target_opset: int | None = None  # adds an "opset" pass when set
+    fix_input_shapes: tuple[InputShape, ...] = ()  # adds a "fix-input-shapes" pass when set
+    verify: bool = True
+    feeds: FeedSettings = field(default_factory=FeedSettings)
+    compare: CompareSettings = field(default_factory=CompareSettings)
+
+
+@dataclass(frozen=True)
+class LintSettings:
+    """`enginekit lint MODEL --target tensorrt[==VERSION]`."""
+
+    target: str = "tensorrt"  # tensorrt, tensorrt-rtx, ort, openvino
+    target_version: str | None = None  # None: the installed one, else the newest in the support table
+    parse: bool = True  # also run the real ONNX parser when tensorrt / tensorrt_rtx is installed

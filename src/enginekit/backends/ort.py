@@ -51,6 +51,7 @@ class OrtRunner(Runner):
 
     def _load(self) -> None:
         ort = require("onnxruntime", purpose="the 'ort' backend")
+        ort.set_default_logger_severity(4)  # errors come back as exceptions; don't also print them
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.settings.ort_intra_op_threads:

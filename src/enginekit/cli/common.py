@@ -116,7 +116,9 @@ def feed_settings(
     )
 
 
-def compare_settings(atol: list[str] | None, rtol: list[str] | None, stat: str, validate: bool) -> Any:
+def compare_settings(
+    atol: list[str] | None, rtol: list[str] | None, stat: str, validate: bool, *, default: float = 1e-5
+) -> Any:
     from enginekit.compare import CompareSettings, parse_tolerances
     from enginekit.errors import InvalidArgumentError
 
@@ -124,8 +126,8 @@ def compare_settings(atol: list[str] | None, rtol: list[str] | None, stat: str, 
     if stat not in stats:
         raise InvalidArgumentError(f"--check-error-stat {stat!r}: choose one of {', '.join(stats)}.")
     return CompareSettings(
-        atol=parse_tolerances(atol or [], 1e-5, "--atol"),
-        rtol=parse_tolerances(rtol or [], 1e-5, "--rtol"),
+        atol=parse_tolerances(atol or [], default, "--atol"),
+        rtol=parse_tolerances(rtol or [], default, "--rtol"),
         check_error_stat=stat,
         validate=validate,
     )

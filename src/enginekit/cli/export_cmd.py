@@ -1,0 +1,111 @@
+"""`enginekit export SOURCE -o model.onnx`: PyTorch or Paddle model → ONNX, verified against the source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from enginekit.cli import common
+from enginekit.cli.common import AtolOpt, JsonOpt, RtolOpt, SeedOpt, ValRangeOpt
+
+HELP = """Export a PyTorch or Paddle model to ONNX and verify it against the source.
+
+SOURCE is one of:
+  path/to/file.py:factory   a callable returning a torch.nn.Module (--weights loads a state dict)
+  package.module:factory    the same, imported from an installed package
+  model.pt                  a TorchScript archive (torch.jit.save)
+  model.pt2                 a torch.export program (torch.export.save)
+  model.json | model.pdmodel (+ .pdiparams), or their folder: a paddle.jit.save model
+
+Dims: --input x:batch,3,224,224 (symbolic names are dynamic axes), --input x:1x3x224x224 (fixed),
+--dynamic x:0=batch[1..32] (make axis 0 dynamic, named batch, sizes 1 to 32).
+The ONNX model runs in onnxruntime and the source in its framework on the same feeds, at the traced
+shape and at another valid size of every dynamic axis (two seeds each); any mismatch fails the export.
+"""
+
+
+def export(
+    source: Annotated[str, typer.Argument(help="The model to export (see above).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", show_default=False)],
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME:DIMS[:DTYPE] per model input, "
+                      "in forward() order; dims are ints or names (x:batch,3,h,w).", show_default=False)] = None,
+    dynamic: Annotated[list[str] | None, typer.Option("--dynamic", help="NAME:AXIS=LABEL[MIN..MAX], e.g. "
+                       "x:0=batch[1..32].", show_default=False)] = None,
+    output_names: Annotated[list[str] | None, typer.Option("--output-names", help="Names of the outputs in "
+                            "order (repeat or comma-separate).", show_default=False)] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="State dict for a factory model, loaded with "
+                       "weights_only=True.", show_default=False)] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="dynamo, torchscript, or auto (dynamo, falling back "
+                        "to torchscript with the reason).")] = "auto",
+    opset: Annotated[str, typer.Option("--opset", help="auto (from --target) or a number.")] = "auto",
+    target: Annotated[str, typer.Option("--target", help="tensorrt, tensorrt==8.5|8.6|10|11, tensorrt-rtx, ort, "
+                      "openvino: picks the opset (TensorRT 8.5 cannot parse LayerNormalization).")] = "ort",
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Compare ONNX and source outputs.")] = True,
+    seed: SeedOpt = 1,
+    val_range: ValRangeOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    from enginekit.data import parse_value_range
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.export.api import export_model
+    from enginekit.export.shapes import parse_dynamic
+    from enginekit.settings import EXPORT_TOLERANCE, ExportSettings
+
+    if opset != "auto" and not opset.isdigit():
+        raise InvalidArgumentError(f"--opset {opset!r}: give 'auto' or a number such as 17.")
+    settings = ExportSettings(
+        source=source,
+        output=output,
+        inputs=tuple(inputs or []),
+        dynamic=tuple(parse_dynamic(d) for d in dynamic or []),
+        output_names=common.split_multi(output_names),
+        weights=weights,
+        exporter=exporter,
+        opset=None if opset == "auto" else int(opset),
+        target=target,
+        verify=verify,
+        seed=seed,
+        val_ranges=tuple(parse_value_range(v) for v in val_range or []),
+        compare=common.compare_settings(atol, rtol, "elemwise", False, default=EXPORT_TOLERANCE),
+    )
+    with common.err.status("export: exporting and verifying…"):
+        result = export_model(settings)
+    doc = result.to_dict()
+    if as_json:
+        common.print_json(doc)
+        return
+    render(doc)
+
+
+def render(doc: dict[str, object]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = common.out
+    out.print(escape(f"Wrote {doc['output']} ({doc['framework']} → ONNX with the {doc['exporter']} exporter, opset "
+                     f"{doc['opset_produced']}" + (", external data" if doc["external_data"] else "") + ")"))
+    for note in doc["notes"]:  # type: ignore[attr-defined]
+        out.print(f"  note: {escape(str(note))}")
+    io = Table("", "name", "shape", "dtype", title="ONNX inputs and outputs", title_justify="left")
+    for kind in ("inputs", "outputs"):
+        for t in doc[kind]:  # type: ignore[attr-defined]
+            io.add_row(kind[:-1], escape(t["name"]), escape(str(t["shape"])), t["dtype"])
+    out.print(io)
+    cases = doc["verification"]
+    if not cases:
+        out.print("[yellow]Not verified[/] (--no-verify).")
+        return
+    t = Table("case", "shapes", "output", "max abs", "max rel", "passed", title="Verification against the source",
+              title_justify="left")
+    from enginekit.report.markdown import fmt
+
+    for c in cases:  # type: ignore[attr-defined]
+        for name, o in c["outputs"].items():
+            t.add_row(escape(c["label"]), escape(str(c["shapes"])), escape(name), fmt(o["max_abs_err"]),
+                      fmt(o["max_rel_err"]), "[green]yes[/]" if o["passed"] else "[red]no[/]")
+    out.print(t)
+    out.print("[bold green]VERIFIED[/]")
