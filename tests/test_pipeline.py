@@ -92,3 +92,46 @@ def test_required_step_failure_stops_backends_but_not_the_report(tmp_path: Path,
     assert steps["run ort"] == "SKIPPED"
     assert steps["report"] == "OK"
     assert result.exit_code == EXIT_CHECK_FAILED
+
+
+def test_optimize_pytorch_source_exports_prepares_and_runs(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from enginekit.data import InputShape
+    from enginekit.report.reproduce import optimize_command
+    from enginekit.settings import ExportSettings, FeedSettings, PrepareSettings
+
+    models = Path(__file__).parent / "export" / "models_for_export.py"
+    feeds = FeedSettings(inputs=(InputShape("x", (2, 3, 16, 16)),))
+    settings = OptimizeSettings(
+        export=ExportSettings(source=f"{models}:convnet", output=tmp_path / "r" / "model.onnx",
+                              inputs=("x:batch,3,16,16",)),
+        prepare=PrepareSettings(output=tmp_path / "r" / "model.prepared.onnx", feeds=feeds),
+        feeds=feeds, backends=("ort", "openvino"), timing=FAST, report_dir=tmp_path / "r",
+    )
+    result = optimize(settings)
+    steps = _steps(result)
+    assert steps["export"] == "OK" and steps["prepare"] == "OK" and steps["compare"] == "OK", result.steps
+    assert result.model == tmp_path / "r" / "model.prepared.onnx"
+    assert result.stages["export"]["verified"] is True
+    assert result.feed["x"].shape == (2, 3, 16, 16)
+    md = (tmp_path / "r/report.md").read_text()
+    assert "## Export" in md and "## Prepare" in md
+    cmd = optimize_command(settings)
+    assert cmd[:3] == ["enginekit", "optimize", f"{models}:convnet"] and "--input" in cmd
+
+
+def test_optimize_export_verification_failure_stops_before_backends(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from enginekit.export.shapes import parse_dynamic
+    from enginekit.settings import ExportSettings
+
+    models = Path(__file__).parent / "export" / "models_for_export.py"
+    result = optimize(OptimizeSettings(
+        export=ExportSettings(source=f"{models}:branchy", output=tmp_path / "r" / "model.onnx", inputs=("x:2x4",),
+                              dynamic=(parse_dynamic("x:0=batch[1..8]"),)),
+        backends=("ort",), timing=FAST, report_dir=tmp_path / "r",
+    ))
+    steps = _steps(result)
+    assert steps["export"] == "FAIL" and "does not match" in result.steps[0].reason
+    assert steps["run ort"] == "SKIPPED" and steps["report"] == "OK"
+    assert result.exit_code == EXIT_CHECK_FAILED

@@ -18,6 +18,8 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "tensorrt": ("tensorrt", "tensorrt"),
     "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx"),
     "sklearn": ("scikit-learn", "test"),
+    "onnxslim": ("onnxslim", None),
+    "onnxscript": ("onnxscript", "torch"),
 }
 
 

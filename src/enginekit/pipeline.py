@@ -1,7 +1,8 @@
 """`optimize`: an ordered list of steps, each returning StepResult(OK|FAIL|SKIPPED, reason, duration, artifacts).
 
-Steps in this version: load → inspect → feeds → one step per backend candidate (run, time, evaluate)
-→ compare → report. Later stages (export, prepare, build) plug in as more steps.
+Steps: [export → prepare →] load → inspect → feeds → one step per backend candidate (run, time,
+evaluate) → compare → report. Export runs for framework sources, prepare when asked (always after an
+export); later stages (engine builds) plug in as more steps.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class OptimizeResult:
     model_info: dict[str, Any] | None = None
     feed: dict[str, np.ndarray] = field(default_factory=dict)
     dataset: str | None = None
+    stages: dict[str, Any] = field(default_factory=dict)  # export / prepare results
 
     @property
     def passed(self) -> bool:
@@ -99,6 +101,7 @@ class OptimizeResult:
             "model_info": self.model_info,
             "reference": self.reference,
             "dataset": self.dataset,
+            "stages": self.stages,
             "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.feed.items()},
             "steps": [s.to_dict() for s in self.steps],
             "results": [c.to_dict() for c in self.candidates],
@@ -219,8 +222,32 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     pipe = Pipeline(result)
     state: dict[str, Any] = {}
 
+    def export(step: StepResult) -> None:
+        from enginekit.export.api import export_model
+
+        assert settings.export is not None
+        res = export_model(settings.export)
+        state["model_path"] = res.output
+        result.stages["export"] = res.to_dict()
+        how = f"verified on {len(res.cases)} feeds" if res.verified else "not verified (--no-verify)"
+        step.reason = f"{res.framework} → ONNX ({res.exporter}, opset {res.opset_produced}); {how}"
+        step.artifacts.append(str(res.output))
+
+    def prepare(step: StepResult) -> None:
+        from enginekit.graph.prepare import prepare_model
+
+        assert settings.prepare is not None
+        source = state.get("model_path") or settings.model
+        if source is None:
+            raise StepSkipped("no model to prepare")
+        res = prepare_model(Path(source), settings.prepare)
+        result.stages["prepare"] = res.to_dict()
+        state["model_path"] = Path(res.output)
+        step.reason = res.message
+        step.artifacts.append(res.output)
+
     def load(step: StepResult) -> None:
-        path = settings.model
+        path = state.get("model_path") or settings.model
         dataset = settings.dataset
         if path is None:
             from enginekit.examples import digits
@@ -253,6 +280,10 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
         else:
             result.feed = prepare_feed(state["inputs"], settings.feeds)
 
+    if settings.export is not None:
+        pipe.step("export", export)
+    if settings.prepare is not None:
+        pipe.step("prepare", prepare)
     pipe.step("load", load)
     pipe.step("inspect", inspect, required=False)
     pipe.step("feeds", feeds)

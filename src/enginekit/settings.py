@@ -82,7 +82,9 @@ class RunSettings:
 class OptimizeSettings:
     """`enginekit optimize`: every available backend and precision, compared, timed, evaluated, reported."""
 
-    model: Path | None = None  # None: the bundled digits example (with its test split as dataset)
+    model: Path | None = None  # ONNX model; None (and no export): the bundled digits example and its test split
+    export: ExportSettings | None = None  # framework source: export (and verify) first, to export.output
+    prepare: PrepareSettings | None = None  # graph passes on the (exported) model, written to prepare.output
     backends: tuple[str, ...] = ()  # NAME or NAME:PRECISION; empty: every available backend and precision
     reference: str | None = None  # default: ort fp32
     feeds: FeedSettings = field(default_factory=FeedSettings)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from enginekit.errors import InvalidArgumentError
+from enginekit.errors import InvalidArgumentError, UnknownNameError
 from enginekit.export.shapes import parse_dynamic, parse_export_input, plan_inputs
 from enginekit.export.targets import parse_target
 
@@ -43,8 +43,9 @@ def test_plan_trace_and_other_sizes() -> None:
 
 
 def test_targets() -> None:
-    assert parse_target("tensorrt==8.5").opset == 16
+    assert parse_target("tensorrt==8.5").opset == 16  # no LayerNormalization in the 8.5 parser
+    assert parse_target("tensorrt==8.6").opset == 17  # the 8.6 parser reads opset 17 at most
     assert parse_target("tensorrt==10.3.0").label == "tensorrt==10"
-    assert parse_target("ort").opset == 18
-    with pytest.raises(InvalidArgumentError, match="did you mean"):
-        parse_target("tensorrt==8.55")
+    assert parse_target("ort").opset == 18 and parse_target("tensorrt-rtx").opset == 18
+    with pytest.raises(UnknownNameError, match="did you mean"):
+        parse_target("tensorrtt")

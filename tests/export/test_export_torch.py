@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from enginekit.data import ValueRange
-from enginekit.errors import InvalidArgumentError, ModelLoadError, VerificationError
+from enginekit.errors import InvalidArgumentError, ModelLoadError, UnknownNameError, VerificationError
 from enginekit.export.api import export_model
 from enginekit.export.shapes import parse_dynamic
 from enginekit.settings import ExportSettings
@@ -144,7 +144,7 @@ def test_bad_sources_and_arguments(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="does not match the model"):
         export_model(ExportSettings(source=f"{MODELS}:two_heads", output=out, inputs=("x:1x4",),
                                     weights=bad_weights))
-    with pytest.raises(InvalidArgumentError, match="Unknown target"):
+    with pytest.raises(UnknownNameError, match="not in the support table"):
         export_model(ExportSettings(source=f"{MODELS}:convnet", output=out, inputs=("x:1x3x8x8",),
                                     target="tensorrt==7"))
     assert not out.exists()

@@ -12,9 +12,9 @@ from enginekit.cli.common import AtolOpt, JsonOpt, RtolOpt, StatOpt, ValidateOpt
 
 
 def compare(
-    reference: Annotated[Path, typer.Argument(help="Reference outputs (.npz or .json); relative error is "
-                         "measured against these.")],
-    candidate: Annotated[Path, typer.Argument(help="Candidate outputs (.npz or .json).")],
+    reference: Annotated[Path, typer.Argument(metavar="REFERENCE", help="Reference outputs (.npz or .json); "
+                         "relative error is measured against these.")],
+    candidate: Annotated[Path, typer.Argument(metavar="CANDIDATE", help="Candidate outputs (.npz or .json).")],
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_error_stat: StatOpt = "elemwise",

@@ -27,7 +27,8 @@ shape and at another valid size of every dynamic axis (two seeds each); any mism
 
 
 def export(
-    source: Annotated[str, typer.Argument(help="The model to export (see above).", show_default=False)],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="The model to export (see above).",
+                                          show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.", show_default=False)],
     inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME:DIMS[:DTYPE] per model input, "
                       "in forward() order; dims are ints or names (x:batch,3,h,w).", show_default=False)] = None,

@@ -11,7 +11,8 @@ from enginekit.cli.common import JsonOpt, out, print_json
 
 
 def inspect(
-    model: Annotated[Path, typer.Argument(help="ONNX model file (external data beside it is read too).")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model file (external data beside it is "
+                                          "read too).")],
     check: Annotated[bool, typer.Option("--check/--no-check", help="Run the ONNX checker first (stricter than "
                      "ONNX Runtime).")] = True,
     as_json: JsonOpt = False,

@@ -43,10 +43,21 @@ def root(
 
 
 def _register() -> None:
-    from enginekit.cli import compare_cmd, doctor_cmd, export_cmd, inspect_cmd, optimize_cmd, run_cmd
+    from enginekit.cli import (
+        compare_cmd,
+        doctor_cmd,
+        export_cmd,
+        inspect_cmd,
+        lint_cmd,
+        optimize_cmd,
+        prepare_cmd,
+        run_cmd,
+    )
 
     app.command("inspect")(inspect_cmd.inspect)
     app.command("export", help=export_cmd.HELP)(export_cmd.export)
+    app.command("prepare")(prepare_cmd.prepare)
+    app.command("lint")(lint_cmd.lint)
     app.command("run")(run_cmd.run)
     app.command("compare")(compare_cmd.compare)
     app.command("optimize")(optimize_cmd.optimize)

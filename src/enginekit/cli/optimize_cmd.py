@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,8 +27,9 @@ ReportOpt = Annotated[Path, typer.Option("--report", help="Report folder (report
 
 
 def optimize(
-    model: Annotated[Path | None, typer.Argument(help="ONNX model file; omitted: the bundled digits example.",
-                     show_default=False)] = None,
+    model: Annotated[str | None, typer.Argument(metavar="MODEL", help="ONNX model, or a PyTorch/Paddle source "
+                     "as for `enginekit export` (exported, verified and prepared first); omitted: the bundled "
+                     "digits example.", show_default=False)] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Candidates NAME[:PRECISION] "
                        "(ort, openvino, openvino:bf16, onnx-reference); default: every backend and precision.",
                        show_default=False)] = None,
@@ -50,19 +51,41 @@ def optimize(
     check_error_stat: StatOpt = "elemwise",
     validate: ValidateOpt = False,
     report: ReportOpt = Path("enginekit-report"),
+    dynamic: Annotated[list[str] | None, typer.Option("--dynamic", help="Export: NAME:AXIS=LABEL[MIN..MAX].",
+                       show_default=False)] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Export: state dict for a factory model.",
+                       show_default=False)] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="Export: dynamo, torchscript or auto.")] = "auto",
+    opset: Annotated[str, typer.Option("--opset", help="Export: auto (from --target) or a number.")] = "auto",
+    target: Annotated[str, typer.Option("--target", help="Export: tensorrt[==8.5|8.6|10|11], tensorrt-rtx, ort, "
+                      "openvino (picks the opset).")] = "ort",
+    prepare: Annotated[bool | None, typer.Option("--prepare/--no-prepare", help="Run `prepare`'s default passes "
+                       "(verified) before the backends; default: after an export only.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run every available backend and precision, compare with the reference, time, evaluate, report."""
+    """Run every available backend and precision, compare with the reference, time, evaluate, report.
+
+    With a PyTorch or Paddle source, the model is first exported and verified (see `enginekit export`;
+    --input takes export dims such as x:batch,3,32,32) and prepared (see `enginekit prepare`).
+    """
     from enginekit.errors import InvalidArgumentError
     from enginekit.settings import OptimizeSettings
 
     if batch_size < 0:
         raise InvalidArgumentError(f"--batch-size {batch_size}: must be >= 0.")
+    if opset != "auto" and not opset.isdigit():
+        raise InvalidArgumentError(f"--opset {opset!r}: give 'auto' or a number such as 17.")
+    source_settings = _source_settings(model, inputs, dynamic, weights, exporter, opset, target, prepare, seed,
+                                       val_range, report)
+    feeds = (source_settings["feeds"] if source_settings["export"] is not None
+             else common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite))
     settings = OptimizeSettings(
-        model=model,
+        model=source_settings["model"],
+        export=source_settings["export"],
+        prepare=source_settings["prepare"],
         backends=common.split_multi(backend),
         reference=reference,
-        feeds=common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite),
+        feeds=feeds,
         backend=common.backend_settings(ort_providers, "fp32"),
         compare=common.compare_settings(atol, rtol, check_error_stat, validate),
         dataset=dataset,
@@ -70,6 +93,34 @@ def optimize(
         report_dir=report,
     )
     _run(settings, as_json)
+
+
+def _source_settings(
+    model: str | None, inputs: list[str] | None, dynamic: list[str] | None, weights: Path | None, exporter: str,
+    opset: str, target: str, prepare: bool | None, seed: int, val_range: list[str] | None, report: Path,
+) -> dict[str, Any]:
+    """ONNX model path, or export settings (+ the feed shapes the export traces at), and prepare settings."""
+    from enginekit.data import InputShape, parse_input_shape, parse_value_range
+    from enginekit.export.shapes import parse_dynamic, parse_export_input, plan_inputs
+    from enginekit.export.source import ONNX, detect_source
+    from enginekit.settings import ExportSettings, FeedSettings, PrepareSettings
+
+    ranges = tuple(parse_value_range(v) for v in val_range or [])
+    if model is None or detect_source(model).kind == ONNX:
+        path = Path(model) if model is not None else None
+        prep_feeds = FeedSettings(inputs=tuple(parse_input_shape(t) for t in inputs or []), seed=seed,
+                                  val_ranges=ranges)
+        prep = PrepareSettings(output=report / "model.prepared.onnx", feeds=prep_feeds) if prepare else None
+        return {"model": path, "export": None, "prepare": prep, "feeds": None}
+    export = ExportSettings(
+        source=model, output=report / "model.onnx", inputs=tuple(inputs or []),
+        dynamic=tuple(parse_dynamic(d) for d in dynamic or []), weights=weights, exporter=exporter,
+        opset=None if opset == "auto" else int(opset), target=target, seed=seed, val_ranges=ranges,
+    )
+    plans = plan_inputs(tuple(parse_export_input(t) for t in export.inputs), export.dynamic) if export.inputs else []
+    feeds = FeedSettings(inputs=tuple(InputShape(p.name, p.trace_shape) for p in plans), seed=seed, val_ranges=ranges)
+    prep = None if prepare is False else PrepareSettings(output=report / "model.prepared.onnx", feeds=feeds)
+    return {"model": None, "export": export, "prepare": prep, "feeds": feeds}
 
 
 def demo(report: ReportOpt = Path("enginekit-report"), as_json: JsonOpt = False) -> None:

@@ -25,7 +25,7 @@ from enginekit.cli.common import (
 
 
 def run(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model file.")],
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend to run (ort, openvino, "
                        "onnx-reference); repeat or comma-separate. The first is the reference.",
                        show_default=False)] = None,

@@ -61,6 +61,27 @@ def render_run(doc: Mapping[str, Any]) -> str:
     )
 
 
+def _stages(stages: Mapping[str, Any]) -> str:
+    """Export verification and prepare passes, when the run had them."""
+    text = ""
+    exp = stages.get("export")
+    if exp:
+        text += (f"## Export\n\n`{exp['source']}` → `{exp['output']}` ({exp['framework']}, {exp['exporter']} exporter, "
+                 f"opset {exp['opset_produced']}).\n\n")
+        text += "".join(f"- {n}\n" for n in exp.get("notes", [])) + ("\n" if exp.get("notes") else "")
+        rows = [[c["label"], c["shapes"], name, o["passed"], o.get("max_abs_err"), o.get("max_rel_err")]
+                for c in exp.get("verification", []) for name, o in c["outputs"].items()]
+        if rows:
+            text += table(["case", "shapes", "output", "passed", "max abs", "max rel"], rows) + "\n"
+    prep = stages.get("prepare")
+    if prep:
+        text += "## Prepare\n\n" + table(
+            ["pass", "status", "nodes before", "nodes after", "what changed", "reason"],
+            [[p["name"], p["status"], p["nodes_before"], p["nodes_after"], p.get("summary", ""), p.get("reason", "")]
+             for p in prep.get("passes", [])]) + "\n"
+    return text
+
+
 def render_optimize(doc: Mapping[str, Any]) -> str:
     rows = []
     for r in doc["results"]:
@@ -85,7 +106,7 @@ def render_optimize(doc: Mapping[str, Any]) -> str:
                      "macro precision", "macro recall", "max abs err"], rows)
     notes = [f"- `{r['backend']}`: {r['status']} — {r['reason']}" for r in doc["results"] if r["reason"]]
     return (
-        head + "## Backends\n\n" + summary
+        head + _stages(doc.get("stages") or {}) + "## Backends\n\n" + summary
         + "\nLatency: host time per call on the comparison batch after warm-up (median and p90 of a short loop); "
         "speed-up against the reference.\n\n"
         + ("## Notes\n\n" + "\n".join(notes) + "\n\n" if notes else "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enginekit.compare import CompareSettings, Tolerances
-from enginekit.settings import BackendSettings, FeedSettings, OptimizeSettings
+from enginekit.settings import BackendSettings, ExportSettings, FeedSettings, OptimizeSettings
 
 
 def _tolerance_args(flag: str, tol: Tolerances) -> list[str]:
@@ -36,8 +36,30 @@ def _backend_args(b: BackendSettings) -> list[str]:
     return [a for p in b.ort_providers for a in ("--ort-providers", p)]
 
 
+def _export_args(e: ExportSettings) -> list[str]:
+    args = [a for t in e.inputs for a in ("--input", t)]
+    for d in e.dynamic:
+        rng = f"[{d.min or ''}..{d.max or ''}]" if d.min or d.max else ""
+        args += ["--dynamic", f"{d.input}:{d.axis}={d.label}{rng}"]
+    if e.weights is not None:
+        args += ["--weights", str(e.weights)]
+    args += ["--exporter", e.exporter, "--opset", str(e.opset or "auto"), "--target", e.target]
+    for r in e.val_ranges:
+        args += ["--val-range", (f"{r.name}:" if r.name else "") + f"{r.low!r},{r.high!r}"]
+    return args
+
+
 def optimize_command(s: OptimizeSettings) -> list[str]:
+    if s.export is not None:
+        cmd = ["enginekit", "optimize", s.export.source, *_export_args(s.export), "--seed", str(s.export.seed)]
+        cmd += [] if s.prepare is not None else ["--no-prepare"]
+        for b in s.backends:
+            cmd += ["--backend", b]
+        if s.reference:
+            cmd += ["--reference", s.reference]
+        return cmd + _compare_args(s.compare) + _backend_args(s.backend) + ["--report", str(s.report_dir)]
     cmd = ["enginekit", "optimize"] + ([str(s.model)] if s.model is not None else [])
+    cmd += ["--prepare"] if s.prepare is not None else []
     for b in s.backends:
         cmd += ["--backend", b]
     if s.reference:
