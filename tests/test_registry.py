@@ -9,7 +9,7 @@ from enginekit.multirun import Candidate, resolve_candidates
 from enginekit.registry import BACKENDS, Availability, BackendInfo, backend_names, get_backend, suggest
 from enginekit.settings import BackendSettings
 
-REAL = ("ort", "openvino", "onnx-reference")
+REAL = ("ort", "openvino", "paddle", "onnx-reference")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_unknown_name_suggests(typo: str, suggestion: str) -> None:
     msg = str(info.value)
     assert repr(typo) in msg
     assert f"did you mean {suggestion!r}" in msg
-    assert "Known backends: ort, openvino, onnx-reference" in msg
+    assert f"Known backends: {', '.join(backend_names())}" in msg
     assert info.value.exit_code == 2
 
 
@@ -150,3 +150,18 @@ def test_resolve_candidates_reference_by_alias() -> None:
         resolve_candidates(["ort"], "openvino", {})
     with pytest.raises(InvalidArgumentError, match="at least one"):
         resolve_candidates([], None, {})
+
+
+def test_model_formats(tmp_path, mlp_model) -> None:  # type: ignore[no-untyped-def]
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.registry import check_format, model_format
+
+    assert model_format(mlp_model) == "onnx"
+    (tmp_path / "m.json").write_text('{"magic":"pir"}')
+    (tmp_path / "m.pdiparams").write_bytes(b"")
+    assert model_format(tmp_path / "m") == "paddle"
+    check_format(get_backend("paddle"), "paddle")
+    with pytest.raises(InvalidArgumentError, match="runs onnx models"):
+        check_format(get_backend("ort"), "paddle")
+    with pytest.raises(InvalidArgumentError, match="runs paddle models"):
+        check_format(get_backend("paddle"), "onnx")

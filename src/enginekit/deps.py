@@ -19,6 +19,8 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx"),
     "sklearn": ("scikit-learn", "test"),
     "onnxslim": ("onnxslim", None),
+    "paddle": ("paddlepaddle", "paddle"),
+    "paddle2onnx": ("paddle2onnx", None),
     "onnxscript": ("onnxscript", "torch"),
 }
 

@@ -219,6 +219,21 @@ def resolve_candidates(names: Sequence[str], reference: str | None, default_prec
     return cands, ref_c
 
 
+def model_io(path: Path, fmt: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an ONNX or Paddle model, read from the file without loading weights."""
+    if fmt == "paddle":
+        from enginekit.backends.paddle import read_program_info, resolve_paddle_model
+
+        info = read_program_info(resolve_paddle_model(path))
+        return list(info.inputs), list(info.outputs)
+    from enginekit.graph.io import input_specs, output_specs
+    from enginekit.graph.load import load_model
+
+    # The backends judge what they can run; the ONNX checker is stricter than ONNX Runtime.
+    model = load_model(path, load_external_data=False, check=False)
+    return input_specs(model), output_specs(model)
+
+
 def check_backend_settings(cands: Sequence[Candidate], settings: BackendSettings) -> None:
     """Refuse bad backend options (user errors, exit 2) before any backend runs."""
     if settings.ort_providers and any(c.backend == "ort" for c in cands) and get_backend("ort").available().ok:
@@ -230,17 +245,16 @@ def check_backend_settings(cands: Sequence[Candidate], settings: BackendSettings
 def run_backends(settings: RunSettings) -> RunResult:
     """The library call behind `enginekit run`."""
     from enginekit.compare import validate_tolerance_names
-    from enginekit.graph.io import input_specs, output_specs
-    from enginekit.graph.load import load_model
+    from enginekit.registry import check_format, model_format
 
-    # The backends judge what they can run; the ONNX checker is stricter than ONNX Runtime.
-    model = load_model(settings.model, load_external_data=False, check=False)
-    inputs, outputs = input_specs(model), output_specs(model)
-    del model
-    validate_tolerance_names(settings.compare, [o.name for o in outputs])
     cands, ref = resolve_candidates(
         settings.backends, settings.reference, {"openvino": settings.backend.openvino_precision}
     )
+    fmt = model_format(settings.model)
+    for c in cands:
+        check_format(get_backend(c.backend), fmt)
+    inputs, outputs = model_io(Path(settings.model), fmt)
+    validate_tolerance_names(settings.compare, [o.name for o in outputs])
     check_backend_settings(cands, settings.backend)
     feed = prepare_feed(inputs, settings.feeds)
     ordered = [ref] + [c for c in cands if c != ref]

@@ -174,11 +174,16 @@ def settings_for_precision(
 
 
 def default_candidates() -> list[Candidate]:
-    return [Candidate(b.name, p) for b in BACKENDS for p in b.precisions]
+    """Every backend and precision that runs ONNX models (optimize exports other formats first)."""
+    return [Candidate(b.name, p) for b in BACKENDS if "onnx" in b.formats for p in b.precisions]
 
 
 def resolve_optimize_candidates(settings: OptimizeSettings) -> tuple[list[Candidate], Candidate]:
+    from enginekit.registry import check_format
+
     cands = [Candidate.parse(n) for n in settings.backends] if settings.backends else default_candidates()
+    for c in cands:
+        check_format(get_backend(c.backend), "onnx")
     if len(set(cands)) != len(cands):
         raise InvalidArgumentError("A --backend is listed twice.")
     if settings.reference:

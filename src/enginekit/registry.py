@@ -9,14 +9,13 @@ import difflib
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from enginekit.deps import KNOWN, is_installed
-from enginekit.errors import UnknownNameError
+from enginekit.errors import InvalidArgumentError, UnknownNameError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from enginekit.backends.base import Runner
     from enginekit.settings import BackendSettings
 
@@ -43,6 +42,7 @@ class BackendInfo:
     precisions: tuple[str, ...] = ("fp32",)
     dynamic_shapes: bool = True
     aliases: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ("onnx",)  # model formats the runner loads (see model_format)
     extra_check: Callable[[], Availability] | None = field(default=None, compare=False)
 
     def available(self) -> Availability:
@@ -70,6 +70,7 @@ class BackendInfo:
             "devices": list(self.devices),
             "precisions": list(self.precisions),
             "dynamic_shapes": self.dynamic_shapes,
+            "formats": list(self.formats),
             "available": avail.ok,
             "reason": avail.reason,
         }
@@ -92,6 +93,14 @@ BACKENDS: tuple[BackendInfo, ...] = (
         aliases=("ov",),
     ),
     BackendInfo(
+        name="paddle",
+        description="Paddle Inference on CPU (Paddle inference models: .json/.pdmodel + .pdiparams, not ONNX)",
+        runner="enginekit.backends.paddle:PaddleRunner",
+        requires=("paddle",),
+        aliases=("paddlepaddle", "paddle-inference"),
+        formats=("paddle",),
+    ),
+    BackendInfo(
         name="onnx-reference",
         description="onnx.reference.ReferenceEvaluator: slow, pure Python/numpy, independent of any runtime",
         runner="enginekit.backends.onnx_reference:ReferenceRunner",
@@ -99,6 +108,23 @@ BACKENDS: tuple[BackendInfo, ...] = (
         aliases=("reference", "onnx_reference", "ref"),
     ),
 )
+
+
+def model_format(path: str | Path) -> str:
+    """"onnx" or "paddle" (from file names only; nothing is imported or read)."""
+    from enginekit.backends.paddle import looks_like_paddle_model
+
+    if str(path).lower().endswith(".onnx"):
+        return "onnx"
+    return "paddle" if looks_like_paddle_model(path) else "onnx"
+
+
+def check_format(info: BackendInfo, fmt: str) -> None:
+    if fmt not in info.formats:
+        raise InvalidArgumentError(
+            f"Backend {info.name!r} runs {' or '.join(info.formats)} models, and this is a {fmt} model.",
+            hint="Export it first (enginekit export) to run it on ONNX backends." if fmt == "paddle" else None,
+        )
 
 
 def backend_names() -> list[str]:

@@ -80,15 +80,22 @@ def _export_dynamo(module: Any, args: tuple[Any, ...], plans: list[InputPlan], n
                 dims[a.label] = torch.export.Dim(a.label, **kwargs)
             spec[a.axis] = dims[a.label]
         dynamic_shapes.append(spec or None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, args, None, dynamo=True, opset_version=opset, input_names=[p.name for p in plans],
-            output_names=names or None,
-            # forward(*args): the varargs are one positional tuple, so the specs nest one level deeper
-            dynamic_shapes=(tuple(dynamic_shapes),) if any(dynamic_shapes) else None,
-            verbose=False,
-        )
+    import contextlib
+    import io
+
+    printed = io.StringIO()  # the exporter prints progress and, on failure, the traced graph
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module, args, None, dynamo=True, opset_version=opset, input_names=[p.name for p in plans],
+                output_names=names or None,
+                # forward(*args): the varargs are one positional tuple, so the specs nest one level deeper
+                dynamic_shapes=(tuple(dynamic_shapes),) if any(dynamic_shapes) else None,
+                verbose=False,
+            )
+    finally:
+        log.debug("dynamo exporter output:\n%s", printed.getvalue())
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     return program.model_proto
