@@ -164,3 +164,16 @@ def test_cli_export_json(tmp_path: Path) -> None:
     bad = subprocess.run([str(exe), "export", f"{MODELS}:branchy", "-o", str(tmp_path / "b.onnx"), "--input",
                           "x:2x4", "--dynamic", "x:0=batch[1..8]"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "does not match" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_large_models_are_written_with_external_data(tmp_path: Path) -> None:
+    """Above the size limit (2 GB; lowered here) the weights go to NAME.onnx.data beside the model."""
+    out = tmp_path / "big.onnx"
+    result = export_model(ExportSettings(source=f"{MODELS}:convnet", output=out, inputs=("x:1x3x8x8",),
+                                         external_data_threshold=1000))
+    assert result.external_data is True and (tmp_path / "big.onnx.data").is_file()
+    assert out.stat().st_size < 20_000  # the graph only
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out))
+    assert sess.run(None, {"x": np.zeros((1, 3, 8, 8), np.float32)})[0].shape == (1, 5)
