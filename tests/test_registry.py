@@ -34,7 +34,7 @@ def test_aliases(name: str, expected: str) -> None:
 
 
 def test_backend_names() -> None:
-    assert backend_names() == list(REAL)
+    assert backend_names() == ["ort", "openvino", "tensorrt", "tensorrt-rtx", "paddle", "onnx-reference"]
     names = [b.name for b in BACKENDS] + [a for b in BACKENDS for a in b.aliases]
     assert len(names) == len(set(names)), "a name or alias is used twice"
 
@@ -165,3 +165,13 @@ def test_model_formats(tmp_path, mlp_model) -> None:  # type: ignore[no-untyped-
         check_format(get_backend("ort"), "paddle")
     with pytest.raises(InvalidArgumentError, match="runs paddle models"):
         check_format(get_backend("paddle"), "onnx")
+
+
+def test_tensorrt_backends_say_why_they_cannot_run_here() -> None:
+    from enginekit.doctor import nvidia_smi_gpus
+
+    if nvidia_smi_gpus():
+        pytest.skip("this machine has an NVIDIA GPU")
+    rtx = get_backend("tensorrt-rtx").available()
+    assert rtx.ok is False and "no NVIDIA GPU" in rtx.reason and "built" in rtx.reason
+    assert get_backend("trt").name == "tensorrt" and get_backend("rtx").name == "tensorrt-rtx"

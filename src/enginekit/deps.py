@@ -19,6 +19,7 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx"),
     "sklearn": ("scikit-learn", "test"),
     "onnxslim": ("onnxslim", None),
+    "onnxconverter_common": ("onnxconverter-common", None),
     "paddle": ("paddlepaddle", "paddle"),
     "paddle2onnx": ("paddle2onnx", None),
     "onnxscript": ("onnxscript", "torch"),

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enginekit.deps import dist_version, is_installed
+from enginekit.registry import RTX_CAPABILITIES
 
 # ONNX Runtime ships as several distributions that all install the same `onnxruntime` module.
 ORT_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-training")
 # cuDNN (major.minor) each TensorRT release was built and tested against (TensorRT support matrices).
 TENSORRT_CUDNN = {"8.5": "8.6", "8.6": "8.9", "10.0": "8.9", "10.1": "8.9", "10.2": "8.9", "10.3": "8.9"}
-# Compute capabilities TensorRT for RTX engines run on.
-RTX_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0", "12.1")
 
 
 @dataclass

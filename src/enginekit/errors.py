@@ -78,5 +78,11 @@ class VerificationError(EnginekitError):
     exit_code = EXIT_CHECK_FAILED
 
 
+class BuildError(EnginekitError):
+    """An engine could not be built from a model (parser or builder errors). Exit code 1."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
 class InternalError(EnginekitError):
     """A bug in enginekit. Exit code 4."""

@@ -7,6 +7,7 @@ export); later stages (engine builds) plug in as more steps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from enginekit.backends.base import Runner
     from enginekit.compare import CompareSettings
     from enginekit.eval.datasets import Dataset
-    from enginekit.settings import OptimizeSettings
+    from enginekit.settings import BuildSettings, OptimizeSettings
     from enginekit.tensors import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,22 @@ def resolve_optimize_candidates(settings: OptimizeSettings) -> tuple[list[Candid
     return cands, ref
 
 
+def resolve_build_profiles(b: BuildSettings, inputs: list[TensorSpec], feed: Mapping[str, np.ndarray]) -> BuildSettings:
+    """Without --profile, a dynamic model gets one profile around the comparison feed: MIN 1 on every
+    dynamic dim, OPT = MAX = the feed's shape (the dataset is evaluated in batches no larger than it)."""
+    from dataclasses import replace
+
+    if b.profiles or b.profile_from is not None or not any(i.is_dynamic for i in inputs):
+        return b
+    parts = []
+    for spec in inputs:
+        shape = tuple(feed[spec.name].shape)
+        lo = tuple(1 if not isinstance(d, int) else s for d, s in zip(spec.shape or (), shape, strict=False))
+        dims = ["x".join(str(v) for v in t) for t in (lo or shape, shape, shape)]
+        parts.append(f"{spec.name}:{dims[0]}:{dims[1]}:{dims[2]}")
+    return replace(b, profiles=tuple(parts))
+
+
 def _batch_size(specs: list[TensorSpec], requested: int) -> int:
     fixed = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], int)}
     if fixed:
@@ -222,6 +239,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
     result = OptimizeResult(settings)
     cands, ref = resolve_optimize_candidates(settings)
+    cands += [c for c in (Candidate(b.backend, b.precision) for b in settings.builds) if c not in cands]
     check_backend_settings(cands, settings.backend)
     result.reference = ref.label
     pipe = Pipeline(result)
@@ -293,14 +311,38 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     pipe.step("inspect", inspect, required=False)
     pipe.step("feeds", feeds)
 
+    engines: dict[Candidate, Path] = {}
+
+    def build(step: StepResult, b: BuildSettings) -> None:
+        from enginekit.backends.tensorrt.build import build_engine
+
+        assert result.model is not None
+        b = resolve_build_profiles(b, state["inputs"], result.feed)
+        res = build_engine(result.model, b)
+        engines[Candidate(b.backend, b.precision)] = res.plan_path
+        p = res.manifest["precision"]
+        where = "engine cache hit" if res.cached else f"built in {res.manifest['build_time_s']} s"
+        step.reason = (f"{where}; {p['path']} path: {p['how']}; targets compute capability "
+                       f"{', '.join(res.manifest['target']['compute_capabilities'])}")
+        step.artifacts.append(str(res.plan_path))
+        result.stages.setdefault("builds", []).append({"backend": b.backend, "precision": b.precision,
+                                                        "cached": res.cached, "manifest": res.manifest})
+
+    for b in settings.builds:
+        pipe.step(f"build {Candidate(b.backend, b.precision).label}", functools.partial(build, b=b), required=False)
+
     rows: dict[Candidate, CandidateResult] = {}
     ordered = [ref] + [c for c in cands if c != ref]
     for cand in ordered:
 
         def run_candidate(step: StepResult, cand: Candidate = cand) -> None:
             assert result.model is not None
+            if any(Candidate(b.backend, b.precision) == cand for b in settings.builds) and cand not in engines:
+                rows[cand] = CandidateResult(BackendRow(cand.backend, cand.precision, SKIPPED, "its build failed"))
+                raise StepSkipped("its build failed")
+            model = engines.get(cand, result.model)
             row, value = use_runner(
-                cand, result.model, settings.backend, lambda r: _work(r, result.feed, settings, state.get("dataset"))
+                cand, model, settings.backend, lambda r: _work(r, result.feed, settings, state.get("dataset"))
             )
             cres = CandidateResult(row)
             rows[cand] = cres

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from enginekit.settings import BackendSettings
 
 
+# Compute capabilities TensorRT-RTX engines run on (its builder's ComputeCapability targets).
+RTX_CAPABILITIES: tuple[str, ...] = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+
+
 def suggest(name: str, choices: Sequence[str]) -> str:
     """'; did you mean X?' for the closest choice, or ''."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
@@ -93,6 +97,29 @@ BACKENDS: tuple[BackendInfo, ...] = (
         aliases=("ov",),
     ),
     BackendInfo(
+        name="tensorrt",
+        description="TensorRT 10/11 engines (build from ONNX through the engine cache, or a built .engine)",
+        runner="enginekit.backends.tensorrt.runner:TensorRTRunner",
+        requires=("tensorrt", "torch"),
+        devices=("cuda",),
+        precisions=("fp32", "fp16", "bf16", "int8", "best"),
+        aliases=("trt",),
+        formats=("onnx", "engine"),
+        extra_check=lambda: _gpu_check(None),
+    ),
+    BackendInfo(
+        name="tensorrt-rtx",
+        description="TensorRT for RTX engines (builds without a GPU; runs on compute capability 7.5-12.x "
+        "consumer/workstation GPUs)",
+        runner="enginekit.backends.tensorrt.runner:TensorRTRtxRunner",
+        requires=("tensorrt_rtx", "torch"),
+        devices=("cuda",),
+        precisions=("fp32", "fp16", "bf16", "int8", "best"),
+        aliases=("trt-rtx", "tensorrt_rtx", "rtx"),
+        formats=("onnx", "engine"),
+        extra_check=lambda: _gpu_check(RTX_CAPABILITIES),
+    ),
+    BackendInfo(
         name="paddle",
         description="Paddle Inference on CPU (Paddle inference models: .json/.pdmodel + .pdiparams, not ONNX)",
         runner="enginekit.backends.paddle:PaddleRunner",
@@ -111,11 +138,13 @@ BACKENDS: tuple[BackendInfo, ...] = (
 
 
 def model_format(path: str | Path) -> str:
-    """"onnx" or "paddle" (from file names only; nothing is imported or read)."""
+    """"onnx", "engine" or "paddle" (from file names only; nothing is imported or read)."""
     from enginekit.backends.paddle import looks_like_paddle_model
 
     if str(path).lower().endswith(".onnx"):
         return "onnx"
+    if str(path).lower().endswith((".engine", ".plan", ".trt")):
+        return "engine"
     return "paddle" if looks_like_paddle_model(path) else "onnx"
 
 
@@ -125,6 +154,20 @@ def check_format(info: BackendInfo, fmt: str) -> None:
             f"Backend {info.name!r} runs {' or '.join(info.formats)} models, and this is a {fmt} model.",
             hint="Export it first (enginekit export) to run it on ONNX backends." if fmt == "paddle" else None,
         )
+
+
+def _gpu_check(capabilities: tuple[str, ...] | None) -> Availability:
+    """An NVIDIA GPU (seen by nvidia-smi; no CUDA library is loaded) with a supported compute capability."""
+    from enginekit.doctor import nvidia_smi_gpus
+
+    gpus = nvidia_smi_gpus()
+    if not gpus:
+        return Availability(False, "no NVIDIA GPU here: engines can be built (enginekit build) but not run")
+    cc = gpus[0]["compute_capability"]
+    if capabilities is not None and cc not in capabilities:
+        return Availability(False, f"{gpus[0]['name']} (compute capability {cc}) cannot run these engines; they "
+                            f"run on {', '.join(capabilities)}")
+    return Availability(True)
 
 
 def backend_names() -> list[str]:

@@ -49,6 +49,7 @@ class BackendSettings:
     ort_intra_op_threads: int = 0  # 0: onnxruntime's default
     openvino_device: str = "CPU"
     openvino_precision: str = "fp32"  # used by `run`; `optimize` sweeps the precisions itself
+    trt_profiles: tuple[str, ...] = ()  # TensorRT built from ONNX by `run`: NAME:MIN:OPT:MAX
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class OptimizeSettings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     compare: CompareSettings = field(default_factory=CompareSettings)
     timing: TimingSettings = field(default_factory=TimingSettings)
+    builds: tuple[BuildSettings, ...] = ()  # TensorRT engines to build from the model (one candidate each)
     dataset: Path | None = None  # .npz with model inputs and "labels"
     batch_size: int = 0  # dataset batch size; 0: whole dataset at once when the model allows it
     report_dir: Path = Path("enginekit-report")
@@ -148,3 +150,35 @@ class LintSettings:
     target: str = "tensorrt"  # tensorrt, tensorrt-rtx, ort, openvino
     target_version: str | None = None  # None: the installed one, else the newest in the support table
     parse: bool = True  # also run the real ONNX parser when tensorrt / tensorrt_rtx is installed
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """`enginekit build MODEL.onnx --backend tensorrt|tensorrt-rtx`: an engine plan and its manifest.
+
+    ``ARTIFACT_FIELDS`` lists the settings that change the engine (and so the cache key); the others
+    (where to write, the cache, the timing cache) do not.
+    """
+
+    backend: str = "tensorrt-rtx"  # tensorrt | tensorrt-rtx
+    output: Path | None = None  # plan file; None: only the cache
+    profiles: tuple[str, ...] = ()  # NAME:MIN:OPT:MAX; a repeated name starts the next profile
+    profile_from: Path | None = None  # .npz feeds or a folder of them
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 | best
+    precision_plan: Path | None = None  # plan.json: ONNX nodes kept in FP32
+    calib_data: Path | None = None  # .npz or folder of .npz feeds for INT8
+    calib_method: str = "minmax"  # minmax | entropy (min-max was the better of the two on the bundled CNN)
+    calib_cache: Path | None = None  # weak-typing INT8: calibration cache file (read and written)
+    workspace_mib: int | None = None
+    optimization_level: int | None = None  # builder optimization level 0-5
+    timing_cache: Path | None = None  # loaded when present, saved after the build
+    version_compatible: bool = False
+    hardware_compatibility: str | None = None  # ampere-plus | same-compute-capability
+    compute_capabilities: tuple[str, ...] = ()  # e.g. ("8.6", "12.0"); where the library can target them
+    cache_dir: Path | None = None
+    use_cache: bool = True
+
+    ARTIFACT_FIELDS = (
+        "backend", "profiles", "precision", "calib_method", "workspace_mib", "optimization_level",
+        "version_compatible", "hardware_compatibility", "compute_capabilities",
+    )

@@ -44,6 +44,8 @@ def root(
 
 def _register() -> None:
     from enginekit.cli import (
+        build_cmd,
+        cache_cmd,
         compare_cmd,
         doctor_cmd,
         export_cmd,
@@ -58,6 +60,8 @@ def _register() -> None:
     app.command("export", help=export_cmd.HELP)(export_cmd.export)
     app.command("prepare")(prepare_cmd.prepare)
     app.command("lint")(lint_cmd.lint)
+    app.command("build", help=build_cmd.HELP)(build_cmd.build)
+    app.add_typer(cache_cmd.cache_app, name="cache")
     app.command("run")(run_cmd.run)
     app.command("compare")(compare_cmd.compare)
     app.command("optimize")(optimize_cmd.optimize)

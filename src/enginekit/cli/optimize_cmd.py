@@ -57,8 +57,18 @@ def optimize(
                        show_default=False)] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="Export: dynamo, torchscript or auto.")] = "auto",
     opset: Annotated[str, typer.Option("--opset", help="Export: auto (from --target) or a number.")] = "auto",
-    target: Annotated[str, typer.Option("--target", help="Export: tensorrt[==8.5|8.6|10|11], tensorrt-rtx, ort, "
-                      "openvino (picks the opset).")] = "ort",
+    target: Annotated[str, typer.Option("--target", help="tensorrt[==8.5|8.6|10|11], tensorrt-rtx, ort or "
+                      "openvino: picks the export opset; a TensorRT target also adds engine builds.")] = "ort",
+    precision: Annotated[list[str] | None, typer.Option("--precision", help="TensorRT targets: precisions to "
+                         "build (default fp32,fp16; int8 too with --calib-data).", show_default=False)] = None,
+    profile: Annotated[list[str] | None, typer.Option("--profile", help="TensorRT targets: NAME:MIN:OPT:MAX "
+                       "(default: MIN 1, OPT=MAX the comparison feed).", show_default=False)] = None,
+    calib_data: Annotated[Path | None, typer.Option("--calib-data", help="TensorRT targets: INT8 calibration "
+                          "feeds.", show_default=False)] = None,
+    compute_capability: Annotated[list[str] | None, typer.Option("--compute-capability", help="TensorRT-RTX "
+                                  "targets, e.g. 8.6.", show_default=False)] = None,
+    cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Engine cache folder.",
+                         show_default=False)] = None,
     prepare: Annotated[bool | None, typer.Option("--prepare/--no-prepare", help="Run `prepare`'s default passes "
                        "(verified) before the backends; default: after an export only.", show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -79,7 +89,10 @@ def optimize(
                                        val_range, report)
     feeds = (source_settings["feeds"] if source_settings["export"] is not None
              else common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite))
+    builds = _builds(target, common.split_multi(precision), tuple(profile or []), calib_data,
+                     common.split_multi(compute_capability), cache_dir)
     settings = OptimizeSettings(
+        builds=builds,
         model=source_settings["model"],
         export=source_settings["export"],
         prepare=source_settings["prepare"],
@@ -93,6 +106,24 @@ def optimize(
         report_dir=report,
     )
     _run(settings, as_json)
+
+
+def _builds(target: str, precisions: tuple[str, ...], profiles: tuple[str, ...], calib_data: Path | None,
+            ccs: tuple[str, ...], cache_dir: Path | None) -> tuple[Any, ...]:
+    """One BuildSettings per precision when the target is TensorRT; none otherwise."""
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.graph.support import parse_target
+    from enginekit.settings import BuildSettings
+
+    name, _ = parse_target(target)
+    if name not in ("tensorrt", "tensorrt-rtx"):
+        if precisions or profiles or calib_data or ccs:
+            raise InvalidArgumentError("--precision/--profile/--calib-data/--compute-capability apply to TensorRT "
+                                       "targets (--target tensorrt or tensorrt-rtx).")
+        return ()
+    chosen = precisions or (("fp32", "fp16") + (("int8",) if calib_data else ()))
+    return tuple(BuildSettings(backend=name, precision=p, profiles=profiles, calib_data=calib_data,
+                               compute_capabilities=ccs, cache_dir=cache_dir) for p in chosen)
 
 
 def _source_settings(

@@ -1,0 +1,1 @@
+"""TensorRT and TensorRT-RTX: one backend for both libraries, differences decided by capability in lib.py."""

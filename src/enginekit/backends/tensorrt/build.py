@@ -1,0 +1,307 @@
+"""ONNX → TensorRT / TensorRT-RTX engine: parse, profiles, precision path, build, manifest, cache.
+
+Precision paths (say which one was taken, in the manifest):
+- weak typing (TensorRT 10): builder flags (FP16/BF16/INT8) plus per-layer FP32 constraints for the
+  precision plan's nodes (OBEY_PRECISION_CONSTRAINTS); INT8 through a calibrator with a cache file;
+- strong typing (TensorRT 11, TensorRT-RTX): the low-precision ONNX is produced first (FP16/BF16 with
+  the plan's FP32 islands, or INT8 Q/DQ from onnxruntime's static quantization, checked on CPU against
+  FP32) and that model is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enginekit.backends.tensorrt.lib import CollectingLogger, TrtLibrary, load_library
+from enginekit.errors import BuildError, InvalidArgumentError
+from enginekit.settings import BuildSettings
+from enginekit.tensors import TensorSpec
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "best")
+HW_COMPAT = {"ampere-plus": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
+Progress = Callable[[str, int, int], None]  # (phase, step, total)
+
+
+@dataclass
+class BuildResult:
+    plan_path: Path  # the plan (in the cache, or the output file)
+    manifest: dict[str, Any]
+    cached: bool = False
+    output: Path | None = None
+    precision_detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": str(self.plan_path), "output": str(self.output) if self.output else None,
+                "cached": self.cached, "manifest": self.manifest}
+
+
+def _check_settings(s: BuildSettings, lib: TrtLibrary) -> None:
+    if s.precision not in PRECISIONS:
+        raise InvalidArgumentError(f"--precision {s.precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if s.calib_method not in ("entropy", "minmax"):
+        raise InvalidArgumentError(f"--calib-method {s.calib_method!r}: choose entropy or minmax.")
+    if s.precision == "int8" and s.calib_data is None:
+        raise InvalidArgumentError("--precision int8 needs --calib-data FEEDS.npz|DIR (real inputs to calibrate on).")
+    if s.optimization_level is not None and not 0 <= s.optimization_level <= 5:
+        raise InvalidArgumentError(f"--opt-level {s.optimization_level}: choose 0 to 5.")
+    if s.hardware_compatibility and s.hardware_compatibility not in HW_COMPAT:
+        raise InvalidArgumentError(f"--hardware-compatibility {s.hardware_compatibility!r}: choose "
+                                   f"{' or '.join(HW_COMPAT)}.")
+    if s.hardware_compatibility and not lib.hardware_compatibility:
+        raise InvalidArgumentError(f"{lib.name} {lib.version} has no hardware-compatibility option.")
+    if s.version_compatible and not lib.version_compatible:
+        raise InvalidArgumentError(f"{lib.name} {lib.version} has no version-compatible engines.")
+    if s.compute_capabilities and not lib.targets_compute_capability:
+        raise InvalidArgumentError(f"{lib.name} {lib.version} builds for the GPU it runs on; it cannot target "
+                                   "--compute-capability.")
+    for cc in s.compute_capabilities:
+        lib.compute_capability_enum(cc)
+
+
+def local_gpu() -> dict[str, str] | None:
+    """Name and compute capability of GPU 0, or None (nvidia-smi; no CUDA library is loaded)."""
+    from enginekit.doctor import nvidia_smi_gpus
+
+    gpus = nvidia_smi_gpus()
+    return gpus[0] if gpus else None
+
+
+def target_capabilities(s: BuildSettings, lib: TrtLibrary) -> list[str]:
+    """What the engine is built for: the requested compute capabilities; else the local GPU's; without a
+    GPU (and a library that can target GPUs it does not see), every supported one from Ampere (8.0) on:
+    TensorRT-RTX 1.7 cannot compile FP32 GEMMs for Turing (7.5), so Turing is only built when asked for."""
+    if s.compute_capabilities:
+        return list(s.compute_capabilities)
+    gpu = local_gpu()
+    if gpu is not None:
+        return [gpu["compute_capability"]]
+    if lib.targets_compute_capability:
+        return [cc for cc in lib.compute_capabilities() if float(cc) >= 8.0]
+    raise BuildError(f"{lib.name} builds for the GPU it runs on, and no NVIDIA GPU was found here.",
+                     hint="Build on the target machine, or use tensorrt-rtx with --compute-capability.")
+
+
+def build_engine(model: Path, s: BuildSettings, progress: Progress | None = None) -> BuildResult:
+    """Build (or fetch from the cache) an engine for ``model`` with settings ``s``."""
+    from enginekit.backends.tensorrt.manifest import cache_settings, make_manifest
+    from enginekit.cache import EngineCache, make_key
+    from enginekit.fileutil import atomic_write_bytes
+    from enginekit.graph.io import input_specs
+    from enginekit.graph.load import load_model
+
+    lib = load_library(s.backend)
+    _check_settings(s, lib)
+    proto = load_model(model, load_external_data=False, check=False)
+    inputs = input_specs(proto)
+    profiles = resolve_profiles(s, inputs)
+    targets = target_capabilities(s, lib)
+    content = [p for p in (s.precision_plan, s.calib_data) if p is not None]
+    key_settings = cache_settings(s, profiles, targets)
+    cache = EngineCache(s.cache_dir) if s.use_cache else None
+    key = make_key(model, key_settings, lib.name, lib.version, ",".join(targets), content_files=content)
+    if cache is not None:
+        entry = cache.get(key)
+        if entry is not None:
+            log.info("engine cache hit %s", key[:12])
+            result = BuildResult(entry.plan_path, entry.manifest, cached=True)
+            if s.output is not None:
+                _write_output(result, s, atomic_write_bytes, entry.read_plan())  # re-checked against its sha256
+            return result
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="enginekit-build-") as tmp:
+        build_model, detail = precision_model(model, s, lib, Path(tmp))
+        plan, network_info, logger = _build(build_model, s, lib, profiles, targets, detail, progress)
+    manifest = make_manifest(lib, s, model, profiles, targets, network_info, detail,
+                             time.perf_counter() - t0, logger.warnings(), key_settings)
+    if cache is not None:
+        entry = cache.put(key, plan, manifest)
+        result = BuildResult(entry.plan_path, entry.manifest, precision_detail=detail)
+    else:
+        if s.output is None:
+            raise InvalidArgumentError("Give -o/--output when the cache is off (--no-cache).")
+        result = BuildResult(s.output, manifest, precision_detail=detail)
+        s.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(s.output, plan)
+    _write_output(result, s, atomic_write_bytes, plan if cache is None else None)
+    return result
+
+
+def _write_output(result: BuildResult, s: BuildSettings, write: Callable[[Path, bytes], Path],
+                  plan: bytes | None = None) -> None:
+    """Copy the plan (untouched) to ``s.output`` and the manifest to ``<output>.json``."""
+    import json
+
+    if s.output is None:
+        return
+    data = plan if plan is not None else result.plan_path.read_bytes()
+    write(s.output, data)
+    write(Path(str(s.output) + ".json"), (json.dumps(result.manifest, indent=2) + "\n").encode())
+    result.output = s.output
+
+
+def resolve_profiles(s: BuildSettings, inputs: list[TensorSpec]) -> list[Any]:
+    """Validated optimization profiles; a dynamic input without one is an error (never a silent 1)."""
+    from enginekit.backends.tensorrt.profiles import (
+        missing_profiles_error,
+        parse_profiles,
+        profiles_from_feeds,
+        validate_profiles,
+    )
+
+    profiles = list(parse_profiles(s.profiles))
+    if s.profile_from is not None:
+        profiles.append(profiles_from_feeds(s.profile_from))
+    if not profiles:
+        if any(i.is_dynamic for i in inputs):
+            raise missing_profiles_error(inputs)
+        return []
+    return list(validate_profiles(profiles, inputs))
+
+
+def precision_model(model: Path, s: BuildSettings, lib: TrtLibrary, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """The ONNX file to parse and what was done for the requested precision."""
+    precision = s.precision
+    if lib.weak_typing:
+        detail: dict[str, Any] = {"path": "weak-typing", "precision": precision,
+                                  "how": "builder flags" + (" + FP32 layer constraints from the plan"
+                                                            if s.precision_plan else "")}
+        if precision in ("int8", "best") and s.calib_data is not None:
+            detail["how"] += f"; INT8 calibrator ({s.calib_method})"
+        return model, detail
+    if precision == "best":
+        precision = "int8" if s.calib_data is not None else "fp16"
+    if precision == "fp32":
+        return model, {"path": "strong-typing", "precision": "fp32", "how": "ONNX types as given"}
+    if precision in ("fp16", "bf16"):
+        import onnx
+
+        from enginekit.graph.load import load_model
+        from enginekit.graph.precision import check_plan_nodes, convert_precision, load_plan
+
+        proto = load_model(model)
+        plan = load_plan(s.precision_plan) if s.precision_plan else None
+        if plan is not None:
+            check_plan_nodes(plan, proto)
+        conv = convert_precision(proto, precision, plan)
+        out = tmp / f"model.{precision}.onnx"
+        onnx.save_model(conv.model, str(out))
+        return out, {"path": "strong-typing", "precision": precision,
+                     "how": f"converted the ONNX to {precision} keeping IO types and "
+                            f"{len(conv.kept_fp32)} plan node(s) in FP32", "conversion": conv.to_dict()}
+    from enginekit.graph.io import input_specs
+    from enginekit.graph.load import load_model
+    from enginekit.graph.quantize import check_quantized_accuracy, load_calibration_feeds, quantize_qdq
+
+    assert s.calib_data is not None
+    specs = input_specs(load_model(model, load_external_data=False, check=False))
+    feeds = load_calibration_feeds(s.calib_data, specs)
+    qdq = tmp / "model.int8.qdq.onnx"
+    q = quantize_qdq(model, feeds, method=s.calib_method, output=qdq)
+    check = check_quantized_accuracy(model, qdq, feeds[: min(len(feeds), 64)])
+    return qdq, {"path": "strong-typing", "precision": "int8",
+                 "how": f"INT8 Q/DQ by onnxruntime static quantization ({s.calib_method}), checked on CPU against "
+                        "FP32", "quantization": q.to_dict(), "cpu_check": check.to_dict()}
+
+
+def _build(model: Path, s: BuildSettings, lib: TrtLibrary, profiles: list[Any], targets: list[str],
+           detail: dict[str, Any], progress: Progress | None) -> tuple[bytes, dict[str, Any], Any]:
+    from enginekit.backends.tensorrt.network import apply_layer_constraints, network_info, parse_network
+
+    trt = lib.module
+    logger = CollectingLogger(trt)
+    builder = trt.Builder(logger)
+    network, parser = parse_network(builder, lib, model, logger)
+    config = builder.create_builder_config()
+    for profile in profiles:
+        p = builder.create_optimization_profile()
+        for r in profile.shapes:
+            p.set_shape(r.name, r.min, r.opt, r.max)
+        config.add_optimization_profile(p)
+    if s.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, s.workspace_mib << 20)
+    if s.optimization_level is not None:
+        config.builder_optimization_level = s.optimization_level
+    if s.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if s.hardware_compatibility:
+        level = HW_COMPAT[s.hardware_compatibility]
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
+    if lib.targets_compute_capability:
+        config.num_compute_capabilities = len(targets)
+        for i, cc in enumerate(targets):
+            config.set_compute_capability(lib.compute_capability_enum(cc), i)
+    if lib.weak_typing:
+        _weak_typing_flags(config, network, s, lib, detail, apply_layer_constraints)
+    timing = _load_timing_cache(config, s.timing_cache)
+    if progress is not None:
+        config.progress_monitor = _progress_monitor(trt, progress)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        errors = "; ".join(logger.errors()[-5:]) or "no message"
+        raise BuildError(f"{lib.name} {lib.version} could not build the engine: {errors}")
+    if s.timing_cache is not None and timing is not None:
+        from enginekit.fileutil import atomic_write_bytes
+
+        atomic_write_bytes(s.timing_cache, bytes(config.get_timing_cache().serialize()))
+    info = network_info(network)
+    del parser
+    return bytes(plan), info, logger
+
+
+def _weak_typing_flags(config: Any, network: Any, s: BuildSettings, lib: TrtLibrary, detail: dict[str, Any],
+                       apply_layer_constraints: Any) -> None:
+    """TensorRT 10: precision from builder flags, plan nodes pinned to FP32 (not testable without TensorRT)."""
+    trt = lib.module
+    wanted = {"fp16": ["FP16"], "bf16": ["BF16"], "int8": ["INT8"], "best": ["FP16", "INT8"]}.get(s.precision, [])
+    for flag in wanted:
+        if flag == "INT8" and s.calib_data is None:
+            continue
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if s.precision_plan is not None:
+        from enginekit.graph.precision import load_plan
+
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        detail["constrained_layers"] = apply_layer_constraints(network, load_plan(s.precision_plan), trt)
+    if "INT8" in wanted and s.calib_data is not None:
+        from enginekit.backends.tensorrt.calibrator import make_calibrator
+
+        config.int8_calibrator = make_calibrator(lib, s)
+
+
+def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    if path is None:
+        return None
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def _progress_monitor(trt: Any, progress: Progress) -> Any:
+    class Monitor(trt.IProgressMonitor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.totals: dict[str, int] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.totals[phase_name] = num_steps
+            progress(phase_name, 0, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            progress(phase_name, step + 1, self.totals.get(phase_name, 0))
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            total = self.totals.get(phase_name, 0)
+            progress(phase_name, total, total)
+
+    return Monitor()

@@ -1,0 +1,425 @@
+"""INT8 Q/DQ quantization for TensorRT explicit quantization, checked on CPU before any engine is built.
+
+:func:`quantize_qdq` runs ONNX Runtime's static quantizer with the settings TensorRT needs:
+
+* QDQ format, signed INT8 activations and weights, both symmetric (zero point 0): TensorRT only
+  supports symmetric INT8 (``ActivationSymmetric``, ``WeightSymmetric``).
+* Q/DQ only on the inputs of weighted ops (Conv, ConvTranspose, Gemm, MatMul), not on their outputs
+  (``OpTypesToExcludeOutputQuantization``): TensorRT's placement recommendation; it fuses the rest.
+* Float biases (``QuantizeBias: False``): TensorRT's DequantizeLinear rejects INT32 inputs
+  ("input has type Int32 but must have type FP8, FP4, Int4, Int8, or UInt8"), so an ORT default model fails to parse.
+* One Q/DQ pair per consumer (``DedicatedQDQPair``), per-channel weights on the output-channel axis
+  (ORT's defaults: Conv 0, ConvTranspose 1, Gemm 0 with transB else 1, MatMul 1); weights are stored as
+  INT8 initializers feeding a DequantizeLinear, which TensorRT reads as quantized weights.
+
+:func:`check_quantized_accuracy` runs the FP32 and the Q/DQ model in ONNX Runtime (CPU) on the same
+feeds: DequantizeLinear followed by float compute simulates the INT8 arithmetic, so the error measured
+here is what the engine will show, give or take TensorRT's own rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from enginekit.compare import CompareResult, CompareSettings, Tolerances, compare_outputs
+from enginekit.data import check_feed, load_arrays
+from enginekit.deps import require
+from enginekit.errors import BackendError, FeedError, InvalidArgumentError, UnknownNameError
+from enginekit.tensors import TensorSpec
+
+log = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("entropy", "minmax", "percentile")
+WEIGHTED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+TENSORRT_EXTRA_OPTIONS: dict[str, Any] = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "QuantizeBias": False,
+    "DedicatedQDQPair": True,
+    "AddQDQPairToWeight": False,
+}
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """The Q/DQ model (written to ``model_path``, or held in ``model_bytes``) and what the quantizer did."""
+
+    model_path: Path | None
+    model_bytes: bytes | None
+    method: str
+    per_channel: bool
+    quantized_nodes: int  # weighted nodes whose activation and weight inputs come from DequantizeLinear
+    quantize_linear: int
+    dequantize_linear: int
+    calibration_feeds: int
+    op_types: tuple[str, ...]
+    excluded_nodes: tuple[str, ...] = ()
+    preprocess: str = ""  # what quant_pre_process did: "full", "no symbolic shapes", "skipped: why"
+    duration_s: float = 0.0
+    not_quantized: tuple[str, ...] = field(default_factory=tuple)  # weighted nodes left in float
+
+    @property
+    def source(self) -> str | bytes:
+        """What onnxruntime.InferenceSession accepts: the path, or the serialized model."""
+        return str(self.model_path) if self.model_path is not None else (self.model_bytes or b"")
+
+    def load(self) -> onnx.ModelProto:
+        return onnx.load(str(self.model_path)) if self.model_path else onnx.load_from_string(self.model_bytes or b"")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_path": str(self.model_path) if self.model_path else None, "method": self.method,
+                "per_channel": self.per_channel, "quantized_nodes": self.quantized_nodes,
+                "quantize_linear": self.quantize_linear, "dequantize_linear": self.dequantize_linear,
+                "calibration_feeds": self.calibration_feeds, "op_types": list(self.op_types),
+                "excluded_nodes": list(self.excluded_nodes), "not_quantized": list(self.not_quantized),
+                "preprocess": self.preprocess, "duration_s": round(self.duration_s, 3)}
+
+
+# --- calibration data --------------------------------------------------------------------------
+
+
+def load_calibration_feeds(path: str | Path, input_specs: Sequence[TensorSpec] | None,
+                           max_samples: int | None = None, *, batch_size: int | None = None) -> list[Feed]:
+    """Calibration feeds from a ``.npz`` file or a folder of ``.npz`` feed files, checked against the inputs.
+
+    ``.npz`` file: one array per input with a leading sample axis. An array of the input's rank is split
+    along axis 0 into batches of the model's fixed batch size (``batch_size``, default 1, when the batch
+    dim is dynamic; a remainder that fills no batch is dropped); an array of rank + 1 holds one feed per
+    entry. Folder: every ``*.npz`` in it (sorted by name) is one feed. Arrays that name no input (labels)
+    are ignored. ``max_samples`` caps the rows taken from a file, or the files taken from a folder.
+    ``input_specs`` None (no model to check against): every array is an input, nothing is checked, and
+    a file's arrays are split along axis 0 into batches of ``batch_size`` (default 1).
+
+    Raises:
+        FeedError: missing or unreadable data, missing inputs, wrong dtype or shape, no samples.
+    """
+    p = Path(path)
+    if max_samples is not None and max_samples < 1:
+        raise InvalidArgumentError(f"max_samples must be >= 1, got {max_samples}.")
+    if p.is_dir():
+        files = sorted(p.glob("*.npz"))[:max_samples]
+        if not files:
+            raise FeedError(f"Calibration folder {str(p)!r} holds no .npz files (one feed per file).")
+        feeds = [_select_inputs(load_arrays(f), input_specs, str(f)) for f in files]
+        for f, feed in zip(files, feeds, strict=True):
+            if input_specs is not None:
+                check_feed(input_specs, feed, where=f"calibration file {str(f)!r}")
+        return feeds
+    if p.suffix.lower() != ".npz":
+        raise FeedError(f"Calibration data {str(p)!r} must be a .npz file or a folder of .npz files.")
+    arrays = _select_inputs(load_arrays(p), input_specs, str(p))
+    specs = input_specs if input_specs is not None else [
+        TensorSpec(name, ("batch", *arr.shape[1:]) if arr.ndim else None, str(arr.dtype))
+        for name, arr in arrays.items()]
+    feeds = _split_samples(arrays, specs, str(p), max_samples, batch_size)
+    for i, feed in enumerate(feeds):
+        check_feed(specs, feed, where=f"calibration data {str(p)!r} batch {i}")
+    log.info("calibration: %d feeds from %s", len(feeds), p)
+    return feeds
+
+
+def _select_inputs(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec] | None, where: str) -> Feed:
+    from enginekit.registry import suggest
+
+    if specs is None:
+        return dict(arrays)
+
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        hints = "; ".join(f"{m!r}{suggest(m, list(arrays))}" for m in missing)
+        raise FeedError(f"Calibration data {where} lacks model input(s) {hints}. It holds: "
+                        f"{', '.join(arrays) or '(nothing)'}; model inputs: {', '.join(s.name for s in specs)}.")
+    extra = [k for k in arrays if k not in {s.name for s in specs}]
+    if extra:
+        log.info("calibration data %s: ignoring arrays that name no input: %s", where, ", ".join(extra))
+    return {s.name: arrays[s.name] for s in specs}
+
+
+def _split_samples(arrays: Feed, specs: Sequence[TensorSpec], where: str, max_samples: int | None,
+                   batch_size: int | None) -> list[Feed]:
+    per_input: dict[str, list[np.ndarray]] = {}
+    for spec in specs:
+        arr = arrays[spec.name]
+        rank = len(spec.shape) if spec.shape is not None else arr.ndim
+        if arr.ndim == rank + 1:  # [samples, *input shape]
+            chunks = list(arr[:max_samples])
+        elif arr.ndim == rank and rank >= 1:  # samples along the batch axis
+            fixed = spec.shape[0] if spec.shape is not None and isinstance(spec.shape[0], int) else None
+            batch = fixed or batch_size or 1
+            rows = arr[:max_samples]
+            usable = (len(rows) // batch) * batch
+            if usable < len(rows):
+                log.warning("calibration data %s: input %r has %d samples, not a multiple of batch %d; "
+                            "dropping %d", where, spec.name, len(rows), batch, len(rows) - usable)
+            chunks = [rows[i:i + batch] for i in range(0, usable, batch)]
+        else:
+            raise FeedError(f"Calibration data {where}: array {spec.name!r} has shape {list(arr.shape)}; expected "
+                            f"the input's shape {spec.shape_str()} with a leading sample axis (rank {rank + 1}), "
+                            f"or samples along the batch axis (rank {rank}).")
+        per_input[spec.name] = chunks
+    counts = {n: len(c) for n, c in per_input.items()}
+    if len(set(counts.values())) > 1:
+        raise FeedError(f"Calibration data {where}: inputs hold different numbers of feeds: {counts}.")
+    n = next(iter(counts.values()), 0)
+    if n == 0:
+        raise FeedError(f"Calibration data {where} holds no complete sample (batch) for the model's inputs.")
+    return [{name: np.ascontiguousarray(chunks[i]) for name, chunks in per_input.items()} for i in range(n)]
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over feeds (a sequence or an iterator), checked as they are read."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]], specs: Sequence[TensorSpec]) -> None:
+        self._it: Iterator[Mapping[str, np.ndarray]] = iter(feeds)
+        self._specs = specs
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feed = next(self._it, None)
+        if feed is None:
+            return None
+        if not isinstance(feed, Mapping):
+            raise FeedError(f"Calibration feed {self.count} is a {type(feed).__name__}, expected a dict of arrays.")
+        check_feed(self._specs, feed, where=f"calibration feed {self.count}")
+        self.count += 1
+        return dict(feed)
+
+    def __iter__(self) -> _Reader:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        feed = self.get_next()
+        if feed is None:
+            raise StopIteration
+        return feed
+
+
+# --- quantization ------------------------------------------------------------------------------
+
+
+def quantize_qdq(model_path: str | Path, calib_feeds: Iterable[Mapping[str, np.ndarray]], *,
+                 method: str = "minmax", per_channel: bool = True, exclude_nodes: Sequence[str] = (),
+                 op_types: Sequence[str] = WEIGHTED_OPS, output: str | Path | None = None,
+                 preprocess: bool = True) -> QuantizeResult:
+    """INT8 Q/DQ model of ``model_path`` for TensorRT explicit quantization (see module doc).
+
+    ``calib_feeds``: feeds (a list or an iterator) that look like real inputs; a few hundred samples usually
+    suffice. ``exclude_nodes``: ONNX node names left in float. The model is written to ``output``
+    (atomically), or returned as bytes when it is None.
+
+    Raises:
+        InvalidArgumentError: unknown method. UnknownNameError: an excluded node the model lacks.
+        FeedError: calibration feeds that do not fit the model, or none at all.
+        BackendError: ONNX Runtime's quantizer failed.
+    """
+    require("onnxruntime", purpose="INT8 quantization")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from enginekit.graph.io import input_specs
+    from enginekit.graph.load import load_model
+    from enginekit.registry import suggest
+
+    if method not in METHODS:
+        raise InvalidArgumentError(f"Calibration method {method!r} is not one of {', '.join(METHODS)}"
+                                   f"{suggest(method, METHODS)}.")
+    start = time.perf_counter()
+    src = Path(model_path)
+    model = load_model(src, load_external_data=False)
+    names = [n.name for n in model.graph.node if n.name]
+    unknown = [n for n in exclude_nodes if n not in set(names)]
+    if unknown:
+        raise UnknownNameError("Nodes to exclude from quantization are not in the model: "
+                               + "; ".join(f"{n!r}{suggest(n, names)}" for n in unknown) + ".")
+    specs = input_specs(model)
+    reader = _Reader(calib_feeds, specs)
+    calibrate = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    extra = {**TENSORRT_EXTRA_OPTIONS, "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
+    with tempfile.TemporaryDirectory(prefix="enginekit-quant-") as tmp:
+        work = Path(tmp)
+        source, how = _preprocess(src, work / "pre.onnx") if preprocess else (src, "skipped: not asked")
+        out = work / "int8.onnx"
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):  # ORT's calibrators print their settings
+                cache = _entropy_cache(source, reader, op_types, work) if method == "entropy" else None
+                quantize_static(str(source), str(out), None if cache else reader, quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=list(op_types), per_channel=per_channel,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                nodes_to_exclude=list(exclude_nodes), calibrate_method=calibrate, extra_options=extra,
+                                **({"calibration_cache_path": str(cache)} if cache else {}))
+        except (FeedError, InvalidArgumentError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises anything from ValueError to ORT errors
+            if reader.count == 0 and isinstance(exc, (ValueError, IndexError, KeyError, StopIteration)):
+                raise FeedError("No calibration feeds were given (the quantizer needs at least one).") from exc
+            raise BackendError(f"ONNX Runtime's quantizer failed on {src.name}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if printed.getvalue().strip():
+                log.debug("quantizer: %s", printed.getvalue().strip())
+        if reader.count == 0:
+            raise FeedError("No calibration feeds were given (the quantizer needs at least one).")
+        qmodel = onnx.load(str(out))
+        data = out.read_bytes()
+    quantized, left = _count_quantized(qmodel, op_types)
+    path: Path | None = None
+    if output is not None:
+        from enginekit.fileutil import atomic_write_bytes
+
+        path = atomic_write_bytes(output, data)
+    result = QuantizeResult(
+        model_path=path, model_bytes=None if path else data, method=method, per_channel=per_channel,
+        quantized_nodes=quantized, quantize_linear=_count(qmodel, "QuantizeLinear"),
+        dequantize_linear=_count(qmodel, "DequantizeLinear"), calibration_feeds=reader.count,
+        op_types=tuple(op_types), excluded_nodes=tuple(exclude_nodes), preprocess=how,
+        duration_s=time.perf_counter() - start, not_quantized=tuple(left))
+    log.info("quantized %s (%s, %d feeds): %d of %d weighted nodes", src.name, method, reader.count, quantized,
+             quantized + len(left))
+    return result
+
+
+def _entropy_cache(model: Path, reader: _Reader, op_types: Sequence[str], work: Path) -> Path | None:
+    """TensorRT-style entropy (KL) ranges written as ORT's calibration cache; None where ORT lacks the cache.
+
+    quantize_static builds its entropy calibrator with 128 histogram bins and 128 quantized bins, which
+    leaves one candidate window, the full range: its "entropy" is min/max. Here the histogram has 2048 bins
+    and windows are quantized to 255 levels (signed symmetric INT8), as TensorRT's entropy calibrator does.
+    """
+    import inspect
+
+    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization import calibrate as ort_calibrate
+
+    save = getattr(ort_calibrate, "save_tensors_data", None)
+    if save is None or "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        log.warning("this onnxruntime cannot take calibration ranges from enginekit: its entropy calibration "
+                    "degenerates to min/max ranges")
+        return None
+    calibrator = ort_calibrate.create_calibrator(
+        model, list(op_types), augmented_model_path=str(work / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": 2048, "num_quantized_bins": 255})
+    calibrator.collect_data(reader)
+    if reader.count == 0:
+        raise FeedError("No calibration feeds were given (the quantizer needs at least one).")
+    histograms = getattr(getattr(calibrator, "collector", None), "histogram_dict", None)
+    if isinstance(histograms, dict):  # the KL search is slow Python: skip outputs, which are not quantized
+        graph = onnx.load(str(model), load_external_data=False).graph
+        inits = {t.name for t in graph.initializer}
+        needed = {i for n in graph.node if n.op_type in op_types for i in n.input if i and i not in inits}
+        for name in [k for k in histograms if k not in needed]:
+            del histograms[name]
+    cache = work / "calibration.json"
+    save(calibrator.compute_data(), cache)
+    return cache
+
+
+def _preprocess(src: Path, dst: Path) -> tuple[Path, str]:
+    """onnxruntime's quant_pre_process (shape inference, basic graph optimization); falls back gracefully."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    attempts: list[str] = []
+    for how, skip_symbolic in (("full", False), ("no symbolic shapes", True)):
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
+            return dst, how
+        except Exception as exc:  # noqa: BLE001 - symbolic shape inference asserts on some valid models
+            attempts.append(f"{how}: {type(exc).__name__}: {str(exc).strip()[:200]}")
+            log.debug("quant_pre_process (%s) failed: %s", how, exc)
+    log.warning("quantization pre-processing failed; quantizing the model as it is (%s)", "; ".join(attempts))
+    return src, "skipped: " + "; ".join(attempts)
+
+
+def _count(model: onnx.ModelProto, op_type: str) -> int:
+    return sum(1 for n in model.graph.node if n.op_type == op_type)
+
+
+def _count_quantized(model: onnx.ModelProto, op_types: Sequence[str]) -> tuple[int, list[str]]:
+    """(weighted nodes whose first two inputs come from DequantizeLinear, names of the others)."""
+    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized, left = 0, []
+    for node in model.graph.node:
+        if node.op_type not in op_types:
+            continue
+        if all(i in dq_outputs for i in node.input[:2]):
+            quantized += 1
+        else:
+            left.append(node.name or node.op_type)
+    return quantized, left
+
+
+# --- accuracy on CPU ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantizedAccuracy:
+    """FP32 vs Q/DQ outputs on the same feeds (ONNX Runtime CPU), with the measured error."""
+
+    compare: CompareResult
+    feeds: int
+    argmax_agreement: dict[str, float]  # per output with a class axis (last axis > 1): share of equal argmax
+
+    @property
+    def passed(self) -> bool:
+        return self.compare.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "feeds": self.feeds, "argmax_agreement": dict(self.argmax_agreement),
+                **self.compare.to_dict()}
+
+
+def default_int8_settings() -> CompareSettings:
+    """Loose tolerances for INT8: the mean error must stay within 0.1 absolute or 10 % relative."""
+    return CompareSettings(atol=Tolerances(0.1), rtol=Tolerances(0.1), check_error_stat="mean")
+
+
+def check_quantized_accuracy(fp32_model: str | Path | bytes, int8_model: str | Path | bytes,
+                             feeds: Iterable[Mapping[str, np.ndarray]],
+                             settings: CompareSettings | None = None) -> QuantizedAccuracy:
+    """Run both models in ONNX Runtime (CPU) on ``feeds`` and compare the outputs (all feeds concatenated)."""
+    ref_runs, cand_runs = [], []
+    ref_sess, cand_sess = _session(fp32_model), _session(int8_model)
+    names = [o.name for o in ref_sess.get_outputs()]
+    for feed in feeds:
+        ref_runs.append(ref_sess.run(names, dict(feed)))
+        cand_runs.append(cand_sess.run(names, dict(feed)))
+    if not ref_runs:
+        raise FeedError("check_quantized_accuracy needs at least one feed.")
+    ref = {n: _join([np.asarray(r[i]) for r in ref_runs]) for i, n in enumerate(names)}
+    cand = {n: _join([np.asarray(r[i]) for r in cand_runs]) for i, n in enumerate(names)}
+    result = compare_outputs(ref, cand, settings or default_int8_settings())
+    agreement = {n: float(np.mean(ref[n].argmax(-1) == cand[n].argmax(-1))) for n in names
+                 if ref[n].ndim >= 2 and ref[n].shape[-1] > 1 and ref[n].shape == cand[n].shape
+                 and np.issubdtype(ref[n].dtype, np.floating)}
+    return QuantizedAccuracy(result, len(ref_runs), agreement)
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    if len(arrays) == 1:
+        return arrays[0]
+    if all(a.ndim >= 1 for a in arrays) and len({a.shape[1:] for a in arrays}) == 1:
+        return np.concatenate(arrays, axis=0)
+    return np.concatenate([a.reshape(-1) for a in arrays])
+
+
+def _session(model: str | Path | bytes) -> Any:
+    require("onnxruntime", purpose="checking the quantized model on CPU")
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT's own exception types
+        label = "the model bytes" if isinstance(model, bytes) else repr(str(model))
+        raise BackendError(f"ONNX Runtime could not load {label}: {exc}") from exc

@@ -1,0 +1,52 @@
+"""`enginekit build` from the command line (TensorRT-RTX builds on CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from enginekit.examples import digits
+
+pytest.importorskip("tensorrt_rtx")
+EXE = str(Path(sys.executable).with_name("enginekit"))
+
+
+def _run(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, "build", str(digits.onnx_path()), "--backend", "tensorrt-rtx", "--cache-dir",
+                           str(cache), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_build_json_then_cache_hit(tmp_path: Path) -> None:
+    out = tmp_path / "d.engine"
+    args = ("--profile", "x:1x1x8x8:8x1x8x8:64x1x8x8", "--compute-capability", "8.6", "-o", str(out), "--json")
+    first = _run(*args, cache=tmp_path / "c")
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert doc["cached"] is False and doc["manifest"]["profiles"][0]["shapes"][0]["opt"] == [8, 1, 8, 8]
+    assert out.is_file() and Path(str(out) + ".json").is_file()
+    second = _run(*args, cache=tmp_path / "c")
+    assert second.returncode == 0 and json.loads(second.stdout)["cached"] is True
+    listing = subprocess.run([EXE, "cache", "list", "--cache-dir", str(tmp_path / "c"), "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0 and len(json.loads(listing.stdout)["entries"]) == 1
+
+
+def test_build_user_errors_exit_2(tmp_path: Path) -> None:
+    no_profile = _run(cache=tmp_path / "c")
+    assert no_profile.returncode == 2 and "--profile" in no_profile.stderr and "Traceback" not in no_profile.stderr
+    bad = _run("--profile", "x:8x1x8x8:4x1x8x8:16x1x8x8", cache=tmp_path / "c")
+    assert bad.returncode == 2 and "dim 0" in bad.stderr
+    int8 = _run("--profile", "x:1x1x8x8:8x1x8x8:64x1x8x8", "--precision", "int8", cache=tmp_path / "c")
+    assert int8.returncode == 2 and "--calib-data" in int8.stderr
+    hopper = _run("--profile", "x:1x1x8x8:8x1x8x8:64x1x8x8", "--compute-capability", "9.0", cache=tmp_path / "c")
+    assert hopper.returncode == 2 and "targets" in hopper.stderr
+
+
+def test_parser_failure_exits_1_with_node_name(tmp_path: Path, contrib_model: Path) -> None:
+    res = subprocess.run([EXE, "build", str(contrib_model), "--backend", "tensorrt-rtx", "--cache-dir",
+                          str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and "FusedMatMul" in res.stderr and "Traceback" not in res.stderr
