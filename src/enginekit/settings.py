@@ -50,6 +50,18 @@ class BackendSettings:
     openvino_device: str = "CPU"
     openvino_precision: str = "fp32"  # used by `run`; `optimize` sweeps the precisions itself
     trt_profiles: tuple[str, ...] = ()  # TensorRT built from ONNX by `run`: NAME:MIN:OPT:MAX
+    ort_graph_optimization: str = "all"  # all | extended | basic | disable
+    ort_optimized_model: Path | None = None  # save the model onnxruntime optimized (and load it next time)
+    ort_inter_op_threads: int = 0
+    ort_cuda_fp16: bool = False  # TensorRT EP: trt_fp16_enable
+    ort_trt_cache_dir: Path | None = None  # TensorRT EP: engine + timing cache folder
+    ort_trt_profiles: tuple[str, ...] = ()  # TensorRT EP: NAME:MIN:OPT:MAX (explicit shape ranges)
+    torch_inputs: tuple[str, ...] = ()  # PyTorch sources: NAME:DIMS[:DTYPE] per forward() argument
+    torch_device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    inductor_mode: str = "default"  # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    inductor_freezing: bool = True
+    channels_last: str = "auto"  # auto (4-D image inputs on CUDA) | on | off
+    dynamic_shapes: str = "static"  # static | dynamic (mark batch dynamic) | auto (torch.compile's default)
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,25 @@ class TimingSettings:
     min_time_s: float = 0.5
     max_runs: int = 100_000
     max_time_s: float = 10.0  # stop early (after at least one run) for very slow backends
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """`enginekit bench`: one timing protocol for every backend (trtexec-like statistics)."""
+
+    warmup_s: float = 0.5  # warm-up by time (and at least warmup_iterations)
+    warmup_iterations: int = 3
+    duration_s: float = 3.0  # measure at least this long ...
+    iterations: int = 20  # ... and at least this many iterations
+    max_iterations: int = 1_000_000
+    batches: tuple[int, ...] = ()  # sweep the leading dim of every input
+    shapes: tuple[tuple[InputShape, ...], ...] = ()  # sweep explicit shape sets
+    baseline: str | None = None  # candidate label the speed-up is measured against (default: the first)
+    with_transfers: bool = False  # include host<->device copies in the timed region
+    cuda_graph: bool = False
+    streams: int = 1  # concurrent requests (threads, each with its own stream on GPU)
+    unstable_cv: float = 0.1  # coefficient of variation above which a run is flagged unstable
+    seed: int = 1
 
 
 @dataclass(frozen=True)

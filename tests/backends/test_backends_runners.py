@@ -101,3 +101,35 @@ def test_reference_batchnorm_momentum_workaround(ocr_cls_model: Path) -> None:
     with get_backend("onnx-reference").create_runner(ocr_cls_model, BackendSettings()) as ref:
         got = next(iter(ref.infer({"x": x}).values()))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_ort_cpu_tuning_and_saved_optimized_model(tmp_path: Path, ocr_cls_model: Path) -> None:
+    import onnx as _onnx
+
+    saved = tmp_path / "opt" / "cls.ort.onnx"
+    x = np.random.default_rng(0).uniform(0, 1, (1, 3, 48, 192)).astype(np.float32)
+    outs = {}
+    for level in ("disable", "all"):
+        s = BackendSettings(ort_graph_optimization=level, ort_intra_op_threads=1,
+                            ort_optimized_model=saved if level == "all" else None)
+        with get_backend("ort").create_runner(ocr_cls_model, s) as r:
+            outs[level] = next(iter(r.infer({"x": x}).values()))
+            assert r.describe()["graph_optimization"] == level
+    np.testing.assert_allclose(outs["all"], outs["disable"], atol=1e-5)
+    optimized = _onnx.load(str(saved))  # onnxruntime wrote its fused graph
+    assert len(optimized.graph.node) < len(_onnx.load(str(ocr_cls_model)).graph.node)
+    with pytest.raises(InvalidArgumentError, match="choose"):
+        get_backend("ort").create_runner(ocr_cls_model, BackendSettings(ort_graph_optimization="max")).load()
+
+
+def test_ort_gpu_provider_options_are_built_from_settings() -> None:
+    from enginekit.backends.ort import provider_options
+
+    s = BackendSettings(ort_cuda_fp16=True, ort_trt_cache_dir=Path("/tmp/trtc"),
+                        ort_trt_profiles=("x:1x3x32x32:4x3x64x64:8x3x128x128",))
+    (trt_name, trt), (cuda_name, cuda) = provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider"], s)
+    assert trt_name == "TensorrtExecutionProvider" and trt["trt_fp16_enable"] is True
+    assert trt["trt_engine_cache_enable"] is True and trt["trt_engine_cache_path"] == "/tmp/trtc"
+    assert (trt["trt_profile_min_shapes"], trt["trt_profile_opt_shapes"], trt["trt_profile_max_shapes"]) == (
+        "x:1x3x32x32", "x:4x3x64x64", "x:8x3x128x128")
+    assert cuda_name == "CUDAExecutionProvider" and cuda == {"cudnn_conv_algo_search": "EXHAUSTIVE"}

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -103,6 +103,32 @@ class Runner(abc.ABC):
     def describe(self) -> dict[str, object]:
         """Facts about the loaded runner for the report (version, device, actual precision)."""
         return {"backend": self.backend, "precision": self.precision}
+
+    # benchmarking hooks (enginekit.bench): one protocol for every backend -------------------
+    # A CPU backend keeps the defaults. A GPU backend sets ``device = "cuda"`` and overrides stage/
+    # run_staged/fetch so that the protocol can time compute alone on device-resident data (CUDA events)
+    # or the whole round trip (--with-transfers), and split it into H2D / compute / D2H.
+    device: str = "cpu"
+    supports_cuda_graph: bool = False
+
+    def stage(self, feed: Mapping[str, np.ndarray]) -> Any:
+        """Copy validated inputs to where the backend computes (identity on CPU)."""
+        return feed
+
+    def run_staged(self, staged: Any) -> Any:
+        """Compute only, on staged inputs; outputs may stay on the device."""
+        return self._infer(staged)
+
+    def fetch(self, outputs: Any) -> dict[str, np.ndarray]:
+        """Bring outputs back to host numpy arrays, in model order."""
+        return {spec.name: np.asarray(outputs[spec.name]) for spec in self.outputs()}
+
+    def synchronize(self) -> None:  # noqa: B027 - a hook with a CPU default, not an abstract method
+        """Wait for queued device work (no-op on CPU)."""
+
+    def capture_cuda_graph(self, staged: Any) -> Any:
+        """Return a callable replaying ``run_staged(staged)`` as a CUDA graph (backends that support it)."""
+        raise NotImplementedError(f"{self.label} cannot capture CUDA graphs")
 
     # backend hooks ----------------------------------------------------------
     @abc.abstractmethod

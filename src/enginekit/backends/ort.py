@@ -1,4 +1,5 @@
-"""ONNX Runtime runner."""
+"""ONNX Runtime runner: CPU tuning (threads, graph optimization level, saved optimized model) and, with
+onnxruntime-gpu, the CUDA and TensorRT execution providers and their options."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from enginekit.backends.base import Runner
 from enginekit.deps import require
 from enginekit.errors import InvalidArgumentError
+from enginekit.settings import BackendSettings
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ _SHORT_PROVIDERS = {
     "dml": "DmlExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
 }
+GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                "all": "ORT_ENABLE_ALL"}
 
 
 def resolve_providers(requested: tuple[str, ...]) -> list[str]:
@@ -46,18 +50,66 @@ def resolve_providers(requested: tuple[str, ...]) -> list[str]:
     return out
 
 
+def _shape_list(profiles: tuple[str, ...], which: int) -> str:
+    """TensorRT EP shape option ("x:1x3x224x224,y:...") from NAME:MIN:OPT:MAX ranges."""
+    from enginekit.backends.tensorrt.profiles import parse_shape_range
+
+    parts = []
+    for text in profiles:
+        r = parse_shape_range(text)
+        parts.append(f"{r.name}:" + "x".join(str(d) for d in r.shapes()[which]))
+    return ",".join(parts)
+
+
+def provider_options(providers: list[str], s: BackendSettings) -> list[tuple[str, dict[str, Any]]]:
+    """(provider, options) pairs: fp16, engine/timing caches and explicit shape ranges for the TensorRT EP."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for p in providers:
+        opts: dict[str, Any] = {}
+        if p == "TensorrtExecutionProvider":
+            if s.ort_cuda_fp16:
+                opts["trt_fp16_enable"] = True
+            if s.ort_trt_cache_dir is not None:
+                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(s.ort_trt_cache_dir),
+                            trt_timing_cache_enable=True, trt_timing_cache_path=str(s.ort_trt_cache_dir))
+            if s.ort_trt_profiles:
+                opts.update(trt_profile_min_shapes=_shape_list(s.ort_trt_profiles, 0),
+                            trt_profile_opt_shapes=_shape_list(s.ort_trt_profiles, 1),
+                            trt_profile_max_shapes=_shape_list(s.ort_trt_profiles, 2))
+        elif p == "CUDAExecutionProvider":
+            opts["cudnn_conv_algo_search"] = "EXHAUSTIVE"
+        out.append((p, opts))
+    return out
+
+
+def session_options(ort: Any, s: BackendSettings) -> Any:
+    if s.ort_graph_optimization not in GRAPH_LEVELS:
+        raise InvalidArgumentError(f"--ort-graph-optimization {s.ort_graph_optimization!r}: choose "
+                                   f"{', '.join(GRAPH_LEVELS)}.")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_LEVELS[s.ort_graph_optimization])
+    if s.ort_intra_op_threads:
+        opts.intra_op_num_threads = s.ort_intra_op_threads
+    if s.ort_inter_op_threads:
+        opts.inter_op_num_threads = s.ort_inter_op_threads
+    if s.ort_optimized_model is not None:
+        s.ort_optimized_model.parent.mkdir(parents=True, exist_ok=True)
+        opts.optimized_model_filepath = str(s.ort_optimized_model)
+    return opts
+
+
 class OrtRunner(Runner):
     backend = "ort"
 
     def _load(self) -> None:
         ort = require("onnxruntime", purpose="the 'ort' backend")
         ort.set_default_logger_severity(4)  # errors come back as exceptions; don't also print them
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if self.settings.ort_intra_op_threads:
-            opts.intra_op_num_threads = self.settings.ort_intra_op_threads
         self._providers = resolve_providers(self.settings.ort_providers)
-        self._session: Any = ort.InferenceSession(str(self.model), sess_options=opts, providers=self._providers)
+        self._session: Any = ort.InferenceSession(
+            str(self.model), sess_options=session_options(ort, self.settings),
+            providers=provider_options(self._providers, self.settings),
+        )
         self._version = ort.__version__
 
     def _release(self) -> None:
@@ -69,4 +121,5 @@ class OrtRunner(Runner):
         return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "version": self._version, "providers": self._session.get_providers()}
+        return {**super().describe(), "version": self._version, "providers": self._session.get_providers(),
+                "graph_optimization": self.settings.ort_graph_optimization}

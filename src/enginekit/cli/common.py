@@ -133,10 +133,33 @@ def compare_settings(
     )
 
 
-def backend_settings(ort_providers: list[str] | None, openvino_precision: str) -> Any:
+OrtGraphOpt = Annotated[str, typer.Option("--ort-graph-optimization", help="onnxruntime graph optimization "
+                        "level: all, extended, basic or disable.")]
+OrtThreadsOpt = Annotated[int, typer.Option("--ort-threads", help="onnxruntime intra-op threads (0: its default).")]
+OrtSaveOpt = Annotated[Path | None, typer.Option("--ort-save-optimized", help="Write the graph onnxruntime "
+                       "optimized to this .onnx file.", show_default=False)]
+OrtFp16Opt = Annotated[bool, typer.Option("--ort-fp16", help="onnxruntime TensorRT EP: enable FP16.")]
+OrtTrtCacheOpt = Annotated[Path | None, typer.Option("--ort-trt-cache", help="onnxruntime TensorRT EP: engine and "
+                           "timing cache folder.", show_default=False)]
+OrtTrtProfileOpt = Annotated[list[str] | None, typer.Option("--ort-trt-profile", help="onnxruntime TensorRT EP: "
+                             "NAME:MIN:OPT:MAX shape range.", show_default=False)]
+
+
+def backend_settings(
+    ort_providers: list[str] | None, openvino_precision: str, *, ort_graph_optimization: str = "all",
+    ort_threads: int = 0, ort_save_optimized: Path | None = None, ort_fp16: bool = False,
+    ort_trt_cache: Path | None = None, ort_trt_profile: list[str] | None = None,
+) -> Any:
     from enginekit.errors import InvalidArgumentError
     from enginekit.settings import BackendSettings
 
     if openvino_precision not in ("fp32", "bf16"):
         raise InvalidArgumentError(f"--openvino-precision {openvino_precision!r}: choose fp32 or bf16.")
-    return BackendSettings(ort_providers=split_multi(ort_providers), openvino_precision=openvino_precision)
+    if ort_threads < 0:
+        raise InvalidArgumentError(f"--ort-threads {ort_threads}: must be >= 0.")
+    return BackendSettings(
+        ort_providers=split_multi(ort_providers), openvino_precision=openvino_precision,
+        ort_graph_optimization=ort_graph_optimization, ort_intra_op_threads=ort_threads,
+        ort_optimized_model=ort_save_optimized, ort_cuda_fp16=ort_fp16, ort_trt_cache_dir=ort_trt_cache,
+        ort_trt_profiles=tuple(ort_trt_profile or []),
+    )

@@ -24,6 +24,7 @@ from onnx import numpy_helper
 from enginekit.errors import EnginekitError, InvalidArgumentError, UnknownNameError
 from enginekit.graph.inspect import INT32_MAX, INT32_MIN
 from enginekit.graph.io import input_specs, output_specs
+from enginekit.graph.schemas import DEFAULT_DOMAINS, node_schema, opset_map, subgraph_reads
 
 if TYPE_CHECKING:
     from enginekit.data import InputShape
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 10  # names / reasons listed in a pass's details
 PROTOBUF_LIMIT = 2**31 - 2**20  # above this a model cannot be serialized in memory (2 GiB, with margin)
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 _INT32 = "tensor(int32)"
 
 
@@ -66,7 +66,7 @@ PassFn = Callable[[onnx.ModelProto, PassContext], PassOutput]
 
 def default_opset(model: onnx.ModelProto) -> int | None:
     """Version of the ai.onnx domain the model imports, or None."""
-    versions = [int(op.version) for op in model.opset_import if op.domain in _DEFAULT_DOMAINS]
+    versions = [int(op.version) for op in model.opset_import if op.domain in DEFAULT_DOMAINS]
     return max(versions) if versions else None
 
 
@@ -101,7 +101,7 @@ def _shape_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, s
 
 
 def _op_counts(model: onnx.ModelProto) -> Counter[str]:
-    return Counter(n.op_type if n.domain in _DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}" for n in model.graph.node)
+    return Counter(n.op_type if n.domain in DEFAULT_DOMAINS else f"{n.domain}::{n.op_type}" for n in model.graph.node)
 
 
 def _op_diff(before: Counter[str], after: Counter[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -191,40 +191,11 @@ def _int64_tensors(graph: onnx.GraphProto) -> Iterator[_Int64Tensor]:
         if init.data_type == onnx.TensorProto.INT64:
             yield _Int64Tensor(init.name, "initializer", init, numpy_helper.to_array(init))
     for node in graph.node:
-        if node.op_type != "Constant" or node.domain not in _DEFAULT_DOMAINS or not node.output:
+        if node.op_type != "Constant" or node.domain not in DEFAULT_DOMAINS or not node.output:
             continue
         for attr in node.attribute:
             if attr.name == "value" and attr.HasField("t") and attr.t.data_type == onnx.TensorProto.INT64:
                 yield _Int64Tensor(node.output[0], "constant", attr.t, numpy_helper.to_array(attr.t))
-
-
-def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
-    """Every value name a node inside an If/Loop/Scan body reads (at any depth)."""
-    names: set[str] = set()
-
-    def visit(g: onnx.GraphProto) -> None:
-        for node in g.node:
-            names.update(node.input)
-            for attr in node.attribute:
-                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                    visit(sub)
-
-    for node in graph.node:
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                visit(sub)
-    return names
-
-
-def _schema(node: onnx.NodeProto, opsets: dict[str, int]) -> onnx.defs.OpSchema | None:
-    domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
-    version = opsets.get(domain)
-    if version is None:
-        return None
-    try:
-        return onnx.defs.get_schema(node.op_type, version, domain)
-    except onnx.defs.SchemaError:
-        return None
 
 
 _Formal = onnx.defs.OpSchema.FormalParameter
@@ -253,7 +224,7 @@ def _int32_blocker(
     for node, index in uses:
         label = node.name or (node.output[0] if node.output else "")
         where = f"{node.op_type} node {label!r}"
-        schema = _schema(node, opsets)
+        schema = node_schema(node, opsets)
         if schema is None:
             return "other", f"consumer {where} has no ONNX schema here to check (custom or unknown op)"
         param = _formal(schema.inputs, index)
@@ -287,13 +258,13 @@ def int64_to_int32(model: onnx.ModelProto, ctx: PassContext) -> PassOutput:
     in a subgraph, or feeds an op without a schema here.
     """
     graph = model.graph
-    opsets = {("" if op.domain in _DEFAULT_DOMAINS else op.domain): int(op.version) for op in model.opset_import}
+    opsets = opset_map(model)
     uses: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name:
                 uses[name].append((node, i))
-    in_subgraphs = _subgraph_names(graph)
+    in_subgraphs = subgraph_reads(graph)
     graph_inputs, graph_outputs = {v.name for v in graph.input}, {v.name for v in graph.output}
     tensors = list(_int64_tensors(graph))
     out_of_range: list[str] = []

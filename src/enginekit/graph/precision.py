@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from enginekit.errors import InternalError, InvalidArgumentError, UnknownNameError
+from enginekit.graph.schemas import DEFAULT_DOMAINS, node_schema, opset_map, subgraph_reads, subgraphs
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ _LOW_TYPE = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
 _LOW_STR = {"fp16": "tensor(float16)", "bf16": "tensor(bfloat16)"}
 _FLOAT = TensorProto.FLOAT
 _ANY = 0  # a consumer slot that accepts float32 and the low type alike (Shape, Cast's input)
-_DEFAULT_DOMAINS = ("", "ai.onnx")
 _FLOATISH = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 _ATTRIBUTE_TYPED = ("Cast", "ConstantOfShape")  # output type set by an attribute this module rewrites
 
@@ -264,39 +264,6 @@ def _label(node: onnx.NodeProto) -> str:
     return node.name or f"<unnamed {node.op_type} -> {node.output[0] if node.output else '?'}>"
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    for attr in node.attribute:
-        if attr.HasField("g"):
-            yield attr.g
-        yield from attr.graphs
-
-
-def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
-    names: set[str] = set()
-
-    def visit(g: onnx.GraphProto) -> None:
-        for n in g.node:
-            names.update(n.input)
-            for sub in _subgraphs(n):
-                visit(sub)
-
-    for node in graph.node:
-        for sub in _subgraphs(node):
-            visit(sub)
-    return names
-
-
-def _schema(node: onnx.NodeProto, opsets: Mapping[str, int]) -> onnx.defs.OpSchema | None:
-    domain = "" if node.domain in _DEFAULT_DOMAINS else node.domain
-    version = opsets.get(domain)
-    if version is None:
-        return None
-    try:
-        return onnx.defs.get_schema(node.op_type, version, domain)
-    except onnx.defs.SchemaError:
-        return None
-
-
 def _formal(params: Sequence[onnx.defs.OpSchema.FormalParameter], index: int) -> str | None:
     if index < len(params):
         return str(params[index].type_str)
@@ -339,9 +306,9 @@ def _analyze(node: onnx.NodeProto, types: Mapping[str, int], precision: str, ops
 
     if node.name and node.name in plan_nodes:
         return keep("in the precision plan")
-    if any(True for _ in _subgraphs(node)):
+    if any(True for _ in subgraphs(node)):
         return keep(f"{node.op_type} has a subgraph; the node and its body stay FP32")
-    schema = _schema(node, opsets)
+    schema = node_schema(node, opsets)
     if schema is None:
         domain = node.domain or "ai.onnx"
         return keep(f"no ONNX schema for {domain}::{node.op_type} at this opset to check {precision} support")
@@ -406,7 +373,7 @@ def _shape_arithmetic(nodes: Sequence[onnx.NodeProto], decisions: list[_Decision
         d = decisions[i]
         if d.status != "convert":
             continue
-        if node.op_type == "Cast" and node.domain in _DEFAULT_DOMAINS and node.input:
+        if node.op_type == "Cast" and node.domain in DEFAULT_DOMAINS and node.input:
             seed = types.get(node.input[0]) not in (None, *_FLOATISH)
         else:
             fl = [v for j, v in enumerate(node.input) if v and d.ins[j] is not None]
@@ -417,7 +384,7 @@ def _shape_arithmetic(nodes: Sequence[onnx.NodeProto], decisions: list[_Decision
 
     def exact_consumer(c: int, k: int) -> bool:
         node = nodes[c]
-        if node.op_type == "Cast" and node.domain in _DEFAULT_DOMAINS:
+        if node.op_type == "Cast" and node.domain in DEFAULT_DOMAINS:
             to = next((a.i for a in node.attribute if a.name == "to"), _FLOAT)
             if to not in _FLOATISH:
                 return True
@@ -454,7 +421,7 @@ def _value_types(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int
              if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
     types.update({t.name: t.data_type for t in g.initializer})
     for node in g.node:
-        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS and node.output:
+        if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS and node.output:
             for attr in node.attribute:
                 if attr.name == "value" and attr.HasField("t"):
                     types[node.output[0]] = attr.t.data_type
@@ -507,9 +474,9 @@ def convert_precision(model: onnx.ModelProto, precision: str, plan: PrecisionPla
     plan_nodes = set(plan.node_names()) if plan else set()
     work, types = _value_types(model)
     g = work.graph
-    opsets = {("" if o.domain in _DEFAULT_DOMAINS else o.domain): int(o.version) for o in work.opset_import}
+    opsets = opset_map(work)
     nodes = list(g.node)
-    is_const = [n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS for n in nodes]
+    is_const = [n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS for n in nodes]
     decisions = [_Decision("neutral", [None] * len(n.input), [None] * len(n.output)) if is_const[i]
                  else _analyze(n, types, precision, opsets, plan_nodes) for i, n in enumerate(nodes)]
     rw = _Rewriter(g, precision, decisions, types, keep_io_types)
@@ -541,7 +508,7 @@ class _Rewriter:
         self.input_names = {v.name for v in g.input}
         self.float_inputs = [v for v in self.input_names if types.get(v) == _FLOAT]
         self.inits = {t.name: t for t in g.initializer if t.data_type == _FLOAT and t.name not in self.input_names}
-        self.const_nodes = {n.output[0] for n in g.node if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS
+        self.const_nodes = {n.output[0] for n in g.node if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS
                             and n.output and types.get(n.output[0]) == _FLOAT and _constant_value(n) is not None}
         self.constants = set(self.inits) | self.const_nodes
         self.uses: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -549,7 +516,7 @@ class _Rewriter:
             for j, v in enumerate(n.input):
                 if v:
                     self.uses[v].append((i, j))
-        self.sub_reads = _subgraph_reads(g)
+        self.sub_reads = subgraph_reads(g)
         float_outputs = [v.name for v in g.output if v.type.tensor_type.elem_type == _FLOAT]
         # names that must hold float32 under their own name: subgraph reads, and graph outputs with keep_io_types
         self.required = dict.fromkeys([*self.sub_reads, *(float_outputs if keep_io_types else [])], _FLOAT)
@@ -641,7 +608,7 @@ class _Rewriter:
                 src = self._new_value(f"{v}_{self._suffix(want)}", v, want)
                 self._cast(v, src, want, v)
             node.input[j] = src
-        if d.status == "convert" and node.domain in _DEFAULT_DOMAINS:
+        if d.status == "convert" and node.domain in DEFAULT_DOMAINS:
             _retype_attributes(node, d, self.low, self.precision)
         self.new_nodes.append(node)
         for j, v in enumerate(node.output):
