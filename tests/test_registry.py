@@ -34,7 +34,8 @@ def test_aliases(name: str, expected: str) -> None:
 
 
 def test_backend_names() -> None:
-    assert backend_names() == ["ort", "openvino", "tensorrt", "tensorrt-rtx", "paddle", "onnx-reference"]
+    assert backend_names() == ["ort", "openvino", "tensorrt", "tensorrt-rtx", "torch", "inductor", "aoti", "paddle",
+                               "onnx-reference"]
     names = [b.name for b in BACKENDS] + [a for b in BACKENDS for a in b.aliases]
     assert len(names) == len(set(names)), "a name or alias is used twice"
 

@@ -22,6 +22,7 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "onnxconverter_common": ("onnxconverter-common", None),
     "paddle": ("paddlepaddle", "paddle"),
     "paddle2onnx": ("paddle2onnx", None),
+    "matplotlib": ("matplotlib", "plot"),
     "onnxscript": ("onnxscript", "torch"),
 }
 

@@ -112,8 +112,8 @@ def use_runner(
         t0 = time.perf_counter()
         with runner:
             row.load_s = time.perf_counter() - t0
-            row.details = runner.describe()
             value = work(runner)
+            row.details = runner.describe()  # after the work: compilations, graph breaks, eager fallbacks
         return row, value
     except (MissingDependencyError, HardwareUnavailableError) as exc:
         row.status, row.reason = SKIPPED, str(exc)
@@ -219,8 +219,18 @@ def resolve_candidates(names: Sequence[str], reference: str | None, default_prec
     return cands, ref_c
 
 
-def model_io(path: Path, fmt: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of an ONNX or Paddle model, read from the file without loading weights."""
+def model_io(
+    path: Path, fmt: str, settings: BackendSettings | None = None
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of a model: read from ONNX/Paddle files without loading weights; for PyTorch
+    sources, inputs from ``--input`` and outputs from one eager CPU run."""
+    if fmt in ("torch", "aoti"):
+        from enginekit.backends.torch_common import torch_source_io
+
+        torch_inputs = settings.torch_inputs if settings is not None else ()
+        if fmt == "torch" and not torch_inputs:  # an AOTI package carries its own specs
+            raise InvalidArgumentError("PyTorch sources need --input NAME:DIMS[:DTYPE] for every forward() argument.")
+        return torch_source_io(path, torch_inputs)
     if fmt == "paddle":
         from enginekit.backends.paddle import read_program_info, resolve_paddle_model
 
@@ -253,7 +263,7 @@ def run_backends(settings: RunSettings) -> RunResult:
     fmt = model_format(settings.model)
     for c in cands:
         check_format(get_backend(c.backend), fmt)
-    inputs, outputs = model_io(Path(settings.model), fmt)
+    inputs, outputs = model_io(Path(settings.model), fmt, settings.backend)
     validate_tolerance_names(settings.compare, [o.name for o in outputs])
     check_backend_settings(cands, settings.backend)
     feed = prepare_feed(inputs, settings.feeds)

@@ -11,7 +11,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,8 +139,8 @@ class Pipeline:
         return res
 
 
-# Machine epsilon of each format below FP32 (fp16: 10 mantissa bits, bf16: 7; int8: a 7-bit step).
-FORMAT_EPSILON = {"fp16": 2.0**-10, "bf16": 2.0**-7, "int8": 2.0**-7}
+# Machine epsilon of each format below FP32 (fp16 and tf32: 10 mantissa bits, bf16: 7; int8: a 7-bit step).
+FORMAT_EPSILON = {"fp16": 2.0**-10, "tf32": 2.0**-10, "bf16": 2.0**-7, "int8": 2.0**-7}
 LOW_PRECISION_EPSILONS = 4  # default tolerance: this many epsilons of the candidate's format
 
 
@@ -174,17 +174,36 @@ def settings_for_precision(
     return replace(base, atol=atol, rtol=rtol)
 
 
-def default_candidates() -> list[Candidate]:
-    """Every backend and precision that runs ONNX models (optimize exports other formats first)."""
-    return [Candidate(b.name, p) for b in BACKENDS if "onnx" in b.formats for p in b.precisions]
+# PyTorch-native candidates added for PyTorch sources (precisions beyond fp32 are chosen with --backend).
+TORCH_DEFAULTS = (Candidate("torch"), Candidate("inductor"), Candidate("aoti"))
+
+
+def default_candidates(torch_source: bool = False) -> list[Candidate]:
+    """Every backend and precision that runs ONNX models (TensorRT ones come from --target builds), and,
+    for a PyTorch source, eager PyTorch, torch.compile and AOTInductor on the source itself."""
+    onnx = [Candidate(b.name, p) for b in BACKENDS if "onnx" in b.formats and "cuda" not in b.devices
+            for p in b.precisions]
+    return onnx + (list(TORCH_DEFAULTS) if torch_source else [])
+
+
+def is_torch_source(settings: OptimizeSettings) -> bool:
+    from enginekit.export.source import PADDLE, detect_source
+
+    return settings.export is not None and detect_source(settings.export.source).kind != PADDLE
+
+
+def candidate_format(c: Candidate) -> str:
+    """The model a candidate runs: the ONNX model, or the PyTorch source for torch/inductor/aoti."""
+    return "onnx" if "onnx" in get_backend(c.backend).formats else "torch"
 
 
 def resolve_optimize_candidates(settings: OptimizeSettings) -> tuple[list[Candidate], Candidate]:
     from enginekit.registry import check_format
 
-    cands = [Candidate.parse(n) for n in settings.backends] if settings.backends else default_candidates()
+    torch_source = is_torch_source(settings)
+    cands = [Candidate.parse(n) for n in settings.backends] if settings.backends else default_candidates(torch_source)
     for c in cands:
-        check_format(get_backend(c.backend), "onnx")
+        check_format(get_backend(c.backend), "torch" if torch_source and candidate_format(c) == "torch" else "onnx")
     if len(set(cands)) != len(cands):
         raise InvalidArgumentError("A --backend is listed twice.")
     if settings.reference:
@@ -193,8 +212,8 @@ def resolve_optimize_candidates(settings: OptimizeSettings) -> tuple[list[Candid
             cands.insert(0, ref)
     else:
         usable = [c for c in cands if get_backend(c.backend).available().ok]
-        ort = Candidate("ort")
-        ref = ort if ort in usable else (usable[0] if usable else cands[0])
+        preferred = Candidate("torch") if torch_source and Candidate("torch") in usable else Candidate("ort")
+        ref = preferred if preferred in usable else (usable[0] if usable else cands[0])
     return cands, ref
 
 
@@ -340,9 +359,12 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
             if any(Candidate(b.backend, b.precision) == cand for b in settings.builds) and cand not in engines:
                 rows[cand] = CandidateResult(BackendRow(cand.backend, cand.precision, SKIPPED, "its build failed"))
                 raise StepSkipped("its build failed")
-            model = engines.get(cand, result.model)
+            model, backend_settings = engines.get(cand, result.model), settings.backend
+            if candidate_format(cand) == "torch" and settings.export is not None:  # runs on the source
+                model = Path(settings.export.source)
+                backend_settings = replace(settings.backend, torch_inputs=settings.export.inputs)
             row, value = use_runner(
-                cand, model, settings.backend, lambda r: _work(r, result.feed, settings, state.get("dataset"))
+                cand, model, backend_settings, lambda r: _work(r, result.feed, settings, state.get("dataset"))
             )
             cres = CandidateResult(row)
             rows[cand] = cres

@@ -120,6 +120,38 @@ BACKENDS: tuple[BackendInfo, ...] = (
         extra_check=lambda: _gpu_check(RTX_CAPABILITIES),
     ),
     BackendInfo(
+        name="torch",
+        description="PyTorch eager (the source model itself, inference mode): the reference for PyTorch sources",
+        runner="enginekit.backends.torch_eager:TorchEagerRunner",
+        requires=("torch",),
+        devices=("cpu", "cuda"),
+        precisions=("fp32", "tf32", "fp16", "bf16"),
+        aliases=("pytorch", "eager"),
+        formats=("torch",),
+    ),
+    BackendInfo(
+        name="inductor",
+        description="torch.compile with TorchInductor (freezing, modes, fp32/tf32/fp16/bf16, CUDA graphs); "
+        "fallbacks to eager are detected",
+        runner="enginekit.backends.inductor:InductorRunner",
+        requires=("torch",),
+        devices=("cpu", "cuda"),
+        precisions=("fp32", "tf32", "fp16", "bf16"),
+        aliases=("torch-compile", "compile"),
+        formats=("torch",),
+    ),
+    BackendInfo(
+        name="aoti",
+        description="torch.export + AOTInductor package (.pt2): a deployable artifact run without the model's "
+        "Python code",
+        runner="enginekit.backends.aoti:AotiRunner",
+        requires=("torch",),
+        devices=("cpu", "cuda"),
+        precisions=("fp32", "tf32", "fp16", "bf16"),
+        aliases=("aotinductor",),
+        formats=("torch", "aoti"),
+    ),
+    BackendInfo(
         name="paddle",
         description="Paddle Inference on CPU (Paddle inference models: .json/.pdmodel + .pdiparams, not ONNX)",
         runner="enginekit.backends.paddle:PaddleRunner",
@@ -138,13 +170,18 @@ BACKENDS: tuple[BackendInfo, ...] = (
 
 
 def model_format(path: str | Path) -> str:
-    """"onnx", "engine" or "paddle" (from file names only; nothing is imported or read)."""
+    """"onnx", "engine", "torch", "aoti" or "paddle" (from names and zip directories; nothing is imported)."""
     from enginekit.backends.paddle import looks_like_paddle_model
 
     if str(path).lower().endswith(".onnx"):
         return "onnx"
     if str(path).lower().endswith((".engine", ".plan", ".trt")):
         return "engine"
+    from enginekit.backends.torch_common import torch_model_format
+
+    torch_fmt = torch_model_format(path)
+    if torch_fmt is not None:
+        return torch_fmt
     return "paddle" if looks_like_paddle_model(path) else "onnx"
 
 

@@ -145,6 +145,18 @@ OrtTrtProfileOpt = Annotated[list[str] | None, typer.Option("--ort-trt-profile",
                              "NAME:MIN:OPT:MAX shape range.", show_default=False)]
 
 
+TorchDeviceOpt = Annotated[str, typer.Option("--torch-device", help="torch/inductor/aoti: auto (cuda when "
+                           "available), cpu or cuda.")]
+InductorModeOpt = Annotated[str, typer.Option("--inductor-mode", help="default, reduce-overhead, max-autotune or "
+                            "max-autotune-no-cudagraphs.")]
+InductorFreezingOpt = Annotated[bool, typer.Option("--inductor-freezing/--no-inductor-freezing", help="inductor/aoti: "
+                                "fold weights into the compiled code.")]
+ChannelsLastOpt = Annotated[str, typer.Option("--channels-last", help="auto (conv models with 4-D inputs on CUDA), on "
+                            "or off.")]
+DynamicShapesOpt = Annotated[str, typer.Option("--dynamic-shapes", help="inductor: static (compile per shape), "
+                             "dynamic (symbolic --input dims, else the batch) or auto.")]
+
+
 def backend_settings(
     ort_providers: list[str] | None, openvino_precision: str, *, ort_graph_optimization: str = "all",
     ort_threads: int = 0, ort_save_optimized: Path | None = None, ort_fp16: bool = False,

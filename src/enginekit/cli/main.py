@@ -44,6 +44,7 @@ def root(
 
 def _register() -> None:
     from enginekit.cli import (
+        bench_cmd,
         build_cmd,
         cache_cmd,
         compare_cmd,
@@ -62,6 +63,7 @@ def _register() -> None:
     app.command("lint")(lint_cmd.lint)
     app.command("build", help=build_cmd.HELP)(build_cmd.build)
     app.add_typer(cache_cmd.cache_app, name="cache")
+    app.command("bench", help=bench_cmd.HELP)(bench_cmd.bench)
     app.command("run")(run_cmd.run)
     app.command("compare")(compare_cmd.compare)
     app.command("optimize")(optimize_cmd.optimize)

@@ -25,7 +25,8 @@ from enginekit.cli.common import (
 
 
 def run(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model, Paddle model, TensorRT engine, or a "
+                     "PyTorch source (file.py:factory, TorchScript, .pt2) for the torch/inductor/aoti backends.")],
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend to run (ort, openvino, "
                        "onnx-reference); repeat or comma-separate. The first is the reference.",
                        show_default=False)] = None,
@@ -49,6 +50,11 @@ def run(
     ort_trt_cache: common.OrtTrtCacheOpt = None,
     ort_trt_profile: common.OrtTrtProfileOpt = None,
     openvino_precision: OvPrecisionOpt = "fp32",
+    torch_device: common.TorchDeviceOpt = "auto",
+    inductor_mode: common.InductorModeOpt = "default",
+    inductor_freezing: common.InductorFreezingOpt = True,
+    channels_last: common.ChannelsLastOpt = "auto",
+    dynamic_shapes: common.DynamicShapesOpt = "static",
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_error_stat: StatOpt = "elemwise",
@@ -58,9 +64,23 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run one ONNX model on several backends with the same feeds and compare every output."""
+    from dataclasses import replace
+
     from enginekit.multirun import run_backends
+    from enginekit.registry import model_format
     from enginekit.settings import RunSettings
 
+    fmt = model_format(model)
+    torch_inputs: tuple[str, ...] = ()
+    if fmt == "torch" and inputs:
+        from enginekit.backends.torch_common import feed_shapes
+
+        torch_inputs, inputs = tuple(inputs), feed_shapes(inputs)  # export-style spec; concrete feed shapes
+    elif fmt == "torch" and load_inputs is not None:
+        from enginekit.data import load_arrays  # npz key order = forward() argument order
+
+        arrays = load_arrays(load_inputs)
+        torch_inputs = tuple(f"{k}:{'x'.join(map(str, v.shape))}:{v.dtype}" for k, v in arrays.items())
     settings = RunSettings(
         model=model,
         backends=common.split_multi(backend) or ("ort",),
@@ -80,6 +100,9 @@ def run(
     for target in (save_inputs, save_outputs):
         if target is not None:
             check_npz_target(target)
+    settings = replace(settings, backend=replace(
+        settings.backend, torch_inputs=torch_inputs, torch_device=torch_device, inductor_mode=inductor_mode,
+        inductor_freezing=inductor_freezing, channels_last=channels_last, dynamic_shapes=dynamic_shapes))
     result = run_backends(settings)
     doc = result.to_dict()
     save_run_files(settings, result)

@@ -1,0 +1,546 @@
+"""What the PyTorch-native backends (torch eager, inductor, aoti) share: sources, IO, precision, device.
+
+A PyTorch source is what ``enginekit export`` takes (``file.py:factory``, ``package.module:factory``, a
+TorchScript archive, a ``torch.export`` program ``.pt2``); an AOTInductor package (also a ``.pt2`` zip)
+is told apart by its ``data/aotinductor/`` entries. Inputs come from ``BackendSettings.torch_inputs``
+(``NAME:DIMS[:DTYPE]``, symbolic dims allowed, parsed like export's ``--input``); outputs are named like
+the exporter names them (``output``, or ``output_0..N`` for nested tuples/lists/dicts, flattened in order).
+
+Precision is the candidate's: ``fp32`` (IEEE: TF32 is switched off on CUDA, cuDNN convolutions included),
+``tf32`` (CUDA only), ``fp16`` / ``bf16`` (the model's floating weights and floating inputs are cast, as
+deployed; no autocast). At the runner boundary inputs and outputs stay as the feed gives them: reduced
+float outputs come back as float32, so every candidate compares with an fp32 reference. TF32 flags are
+set around each call and restored afterwards, so nothing leaks into the rest of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from enginekit.backends.base import Runner
+from enginekit.errors import BackendError, HardwareUnavailableError, InvalidArgumentError, ModelLoadError
+from enginekit.tensors import Dim, TensorSpec
+
+if TYPE_CHECKING:
+    from enginekit.export.shapes import InputPlan
+    from enginekit.export.source import Source
+    from enginekit.settings import BackendSettings
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+CHANNELS_LAST = ("auto", "on", "off")
+DYNAMIC_POLICIES = ("static", "dynamic", "auto")
+INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_REDUCED = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def check_choice(flag: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` when it is one of ``choices``; else InvalidArgumentError listing them (and the closest)."""
+    from enginekit.registry import suggest
+
+    if value not in choices:
+        raise InvalidArgumentError(f"{flag} {value!r}: choose one of {', '.join(choices)}{suggest(value, choices)}")
+    return value
+
+
+# formats ---------------------------------------------------------------------------------------------
+def is_aoti_package(path: str | Path) -> bool:
+    """True for an AOTInductor package: a zip whose entries include ``<root>/data/aotinductor/...``.
+
+    A ``torch.export.save`` program is also a zip (``<root>/models/``, ``<root>/data/weights/``) but has no
+    ``data/aotinductor`` folder. Reads only the zip directory; never imports torch.
+    """
+    p = Path(path)
+    if not p.is_file() or not zipfile.is_zipfile(p):
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(n.startswith("data/aotinductor/") or "/data/aotinductor/" in n for n in names)
+
+
+def torch_model_format(model: str | Path) -> str | None:
+    """``"aoti"`` for an AOTInductor package, ``"torch"`` for a PyTorch source, None for anything else.
+
+    Cheap: file names and, for ``.pt2``, the zip directory; the model is not imported or loaded.
+    """
+    from enginekit.export.source import EXPORTED_PROGRAM, FACTORY, TORCHSCRIPT, detect_source
+
+    text = str(model)
+    try:
+        kind = detect_source(text).kind
+    except InvalidArgumentError:
+        return None
+    if kind == EXPORTED_PROGRAM and is_aoti_package(text):
+        return "aoti"
+    return "torch" if kind in (FACTORY, TORCHSCRIPT, EXPORTED_PROGRAM) else None
+
+
+# inputs ----------------------------------------------------------------------------------------------
+def plan_torch_inputs(texts: Sequence[str], dynamic_policy: str = "static") -> list[InputPlan]:
+    """Input plans from ``torch_inputs``. With ``dynamic`` and no symbolic dim given, axis 0 is ``batch``."""
+    from enginekit.export.shapes import parse_export_input, plan_inputs
+    from enginekit.settings import DynamicDim
+
+    if not texts:
+        raise InvalidArgumentError(
+            "The torch backends need the model's inputs: give --input NAME:DIMS[:DTYPE] per forward() argument, "
+            "e.g. x:batch,3,224,224 (symbolic dims are dynamic) or x:1x3x224x224."
+        )
+    parsed = tuple(parse_export_input(t) for t in texts)
+    names = [p.name for p in parsed]
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError(f"--input names repeat: {', '.join(names)}.")
+    dynamic: tuple[DynamicDim, ...] = ()
+    if dynamic_policy == "dynamic" and all(isinstance(d, int) for p in parsed for d in p.dims):
+        dynamic = tuple(DynamicDim(p.name, 0, "batch") for p in parsed if p.dims)
+    return plan_inputs(parsed, dynamic)
+
+
+def feed_shapes(texts: Sequence[str]) -> list[str]:
+    """``--input`` values of a PyTorch source as concrete ``NAME:DIMS:DTYPE`` (symbolic dims at trace size),
+    for the random feed of `run` (``x:batch,3,32,32`` -> ``x:2x3x32x32:float32``)."""
+    return [f"{p.name}:{'x'.join(map(str, p.trace_shape))}:{p.dtype}" for p in plan_torch_inputs(texts)]
+
+
+def probe_sizes(plans: Sequence[InputPlan]) -> dict[str, tuple[int, int]]:
+    """(trace size, second size) per dynamic dim label; the second sizes differ between labels where possible,
+    so that an output dim that changed can be told apart (batch vs seq)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for p in plans:
+        for a in p.dynamic:
+            if a.label in sizes or a.other is None:
+                continue
+            taken = {o for _, o in sizes.values()}
+            candidates = [a.trace + 1 + len(sizes) + k for k in range(8)] + [a.other]
+            fits = [c for c in candidates if c != a.trace and (a.min is None or c >= a.min)
+                    and (a.max is None or c <= a.max) and c not in taken]
+            sizes[a.label] = (a.trace, fits[0] if fits else a.other)
+    return sizes
+
+
+def example_feed(plans: Sequence[InputPlan], which: str = "trace", seed: int = 0) -> dict[str, np.ndarray]:
+    """Example data for warm-up and output discovery (``which``: the trace shape, or "other" dynamic sizes).
+
+    Floats are uniform in [0, 1); integer inputs are 0 (valid ids), masks 1, bools True.
+    """
+    rng = np.random.default_rng(seed)
+    other = probe_sizes(plans) if which == "other" else {}
+    feed: dict[str, np.ndarray] = {}
+    for p in plans:
+        shape = list(p.trace_shape)
+        for a in p.dynamic:
+            if a.label in other:
+                shape[a.axis] = other[a.label][1]
+        dtype = np.dtype(p.dtype)
+        if np.issubdtype(dtype, np.floating):
+            feed[p.name] = rng.uniform(0.0, 1.0, shape).astype(dtype)
+        elif dtype == np.bool_ or "mask" in p.name.lower():
+            feed[p.name] = np.ones(shape, dtype)
+        else:
+            feed[p.name] = np.zeros(shape, dtype)
+    return feed
+
+
+def output_names(n: int) -> list[str]:
+    """The exporter's names: ``output`` for one tensor, ``output_0..N`` for several."""
+    return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
+
+
+def boundary_dtype(torch_dtype: Any) -> str:
+    """numpy dtype name of an output at the runner boundary (float16 / bfloat16 come back as float32)."""
+    name = str(torch_dtype).removeprefix("torch.")
+    return "float32" if name in ("float16", "bfloat16") else name
+
+
+def output_specs(first: Sequence[Any], second: Sequence[Any] | None, plans: Sequence[InputPlan]) -> list[TensorSpec]:
+    """Output specs from runs at the trace shape (and at the other shape, when some dim is dynamic).
+
+    A dim that changes between the two runs is named after the input dim that changed the same way, or "?".
+    """
+    changed = {sizes: label for label, sizes in probe_sizes(plans).items()}
+    names = output_names(len(first))
+    specs = []
+    for i, t in enumerate(first):
+        dims: list[Dim] = [int(d) for d in t.shape]
+        if second is not None and len(second) == len(first) and second[i].dim() == t.dim():
+            for axis, (d1, d2) in enumerate(zip(t.shape, second[i].shape, strict=True)):
+                if d1 != d2:
+                    dims[axis] = changed.get((int(d1), int(d2)), "?")
+        specs.append(TensorSpec(names[i], tuple(dims), boundary_dtype(t.dtype)))
+    return specs
+
+
+# sources ---------------------------------------------------------------------------------------------
+def load_source(text: str | Path) -> tuple[Any, Source]:
+    """The source model in eval mode (the module of a torch.export program), on CPU, and what it is."""
+    from enginekit.export.source import EXPORTED_PROGRAM, detect_source, load_torch_model
+
+    src = detect_source(str(text))
+    if src.framework != "torch":
+        raise ModelLoadError(f"{str(text)!r} is not a PyTorch source ({src.kind}); the torch backends take "
+                             "file.py:factory, package.module:factory, a TorchScript file or a torch.export .pt2.")
+    model = load_torch_model(src, None)
+    if src.kind == EXPORTED_PROGRAM:
+        model = model.module()  # an unlifted GraphModule; it refuses eval() and is already in inference form
+    return model, src
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_digest(src: Source) -> str | None:
+    """sha256 of the source file (archive, or the factory's .py file); None for package.module:factory."""
+    return file_sha256(src.path) if src.path is not None and src.path.is_file() else None
+
+
+def resolve_device(setting: str) -> str:
+    """``cpu`` or ``cuda`` (``auto``: cuda when torch sees a GPU); HardwareUnavailableError for absent CUDA."""
+    import torch
+
+    check_choice("--torch-device", setting, DEVICES)
+    if setting == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if setting == "cuda":
+        raise HardwareUnavailableError("--torch-device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() "
+                                       f"is False; torch {torch.__version__}).")
+    return "cpu"
+
+
+def compute_dtype(precision: str) -> Any:
+    """The torch dtype weights and floating inputs are cast to, or None (fp32 / tf32: keep them as they are)."""
+    import torch
+
+    name = _REDUCED.get(precision)
+    return None if name is None else getattr(torch, name)
+
+
+def has_conv(module: Any) -> bool:
+    """Whether the model holds 2-D convolutions (modules, scripted modules, or conv nodes of a GraphModule)."""
+    import torch
+
+    if any(isinstance(m, torch.nn.Conv2d) or getattr(m, "original_name", "") == "Conv2d" for m in module.modules()):
+        return True
+    nodes = getattr(getattr(module, "graph", None), "nodes", ())
+    return any(k in str(getattr(n, "target", "")) for n in nodes for k in ("convolution", "conv2d"))
+
+
+def use_channels_last(setting: str, device: str, module: Any, plans: Sequence[InputPlan]) -> bool:
+    """``auto``: on CUDA, for conv models with a 4-D floating input (where NHWC kernels help)."""
+    check_choice("--channels-last", setting, CHANNELS_LAST)
+    if setting != "auto":
+        return setting == "on"
+    image = any(len(p.trace_shape) == 4 and np.issubdtype(np.dtype(p.dtype), np.floating) for p in plans)
+    return device == "cuda" and image and has_conv(module)
+
+
+def prepare_module(module: Any, device: str, dtype: Any, channels_last: bool) -> Any:
+    """Cast (fp16/bf16), move and re-layout the model's weights; returns the module."""
+    import torch
+
+    module = module.to(device)
+    if dtype is not None:
+        module = module.to(dtype)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+class Tf32Scope:
+    """Set TF32 for cuBLAS matmuls and cuDNN convolutions on enter, restore on exit (CUDA runners only).
+
+    Uses the legacy ``allow_tf32`` flags, which torch 2.11 and 2.13 both honour and inductor reads; when the
+    process already set TF32 with the newer ``fp32_precision`` API, reading the legacy flags raises, and the
+    scope switches to that API (mixing the two is what torch refuses). The flags are process-wide: nested or
+    concurrent scopes (one runner called from several threads) share one saved state, restored by the last
+    scope to exit.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved: list[tuple[Any, str, Any]] = []
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __enter__(self) -> None:
+        import torch
+
+        mm: Any = torch.backends.cuda.matmul
+        cudnn: Any = torch.backends.cudnn
+        targets: list[tuple[Any, str, Any]]
+        with Tf32Scope._lock:
+            try:
+                targets = [(mm, "allow_tf32", self.enabled), (cudnn, "allow_tf32", self.enabled)]
+                saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in targets]
+            except RuntimeError:  # "mix of the legacy and new APIs": stay with the new one
+                new = "tf32" if self.enabled else "ieee"
+                targets = [(mm, "fp32_precision", new)]
+                conv = getattr(cudnn, "conv", None)
+                if conv is not None and hasattr(conv, "fp32_precision"):
+                    targets.append((conv, "fp32_precision", new))
+                saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in targets]
+            if Tf32Scope._depth == 0:
+                Tf32Scope._saved = saved
+            Tf32Scope._depth += 1
+            for obj, attr, value in targets:
+                setattr(obj, attr, value)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        with Tf32Scope._lock:
+            Tf32Scope._depth -= 1
+            if Tf32Scope._depth == 0:
+                for obj, attr, value in reversed(Tf32Scope._saved):
+                    setattr(obj, attr, value)
+                Tf32Scope._saved = []
+
+
+class NoScope:
+    """A do-nothing context manager (CPU runners have no TF32 flags to scope)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def flat_outputs(result: Any) -> list[Any]:
+    from enginekit.export.torch2onnx import flatten_outputs
+
+    return flatten_outputs(result)
+
+
+class TorchRunner(Runner):
+    """Shared runner of PyTorch-native backends: IO from ``torch_inputs``, device, precision, CUDA hooks.
+
+    ``outputs()`` before ``load()`` runs the source model once (or twice, for dynamic dims) eagerly on CPU
+    in fp32 to learn the output names and shapes; after ``load()`` they come from the loaded model itself.
+    Benchmarking hooks: ``stage`` copies the feed into torch tensors on the device (cast to the compute
+    precision, channels-last when chosen), ``run_staged`` calls the model under ``inference_mode`` and
+    returns device tensors, ``fetch`` copies them back as numpy (reduced floats as float32).
+    """
+
+    supported_precisions = PRECISIONS
+    cuda_graph_capable = False  # subclasses whose calls may be captured by torch.cuda.graph
+
+    def __init__(self, model: Path, settings: BackendSettings, precision: str = "fp32") -> None:
+        super().__init__(model, settings, precision)
+        check_choice("--torch-device", settings.torch_device, DEVICES)
+        check_choice("--channels-last", settings.channels_last, CHANNELS_LAST)
+        check_choice("--dynamic-shapes", settings.dynamic_shapes, DYNAMIC_POLICIES)
+        self.source_text = str(model)
+        self.device = "cpu"  # resolved on load
+        self.supports_cuda_graph = False
+        self._plans: list[InputPlan] | None = None
+        self._call: Callable[..., Any] | None = None
+        self._dtype: Any = None
+        self._channels_last = False
+        self._scope: Tf32Scope | NoScope = NoScope()
+        self._graphs: list[Any] = []
+        self._info: dict[str, object] = {}
+
+    # io ----------------------------------------------------------------------------------------------
+    def plans(self) -> list[InputPlan]:
+        if self._plans is None:
+            self._plans = plan_torch_inputs(self.settings.torch_inputs, self.settings.dynamic_shapes)
+        return self._plans
+
+    def inputs(self) -> list[TensorSpec]:
+        if self._inputs is None:
+            self._inputs = [p.spec() for p in self.plans()]
+        return self._inputs
+
+    def _io_specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        inputs = self.inputs()
+        module, _ = load_source(self.source_text)
+        return inputs, discover_outputs(module, self.plans(), "cpu", None, False)
+
+    # loading helpers ---------------------------------------------------------------------------------
+    def _setup(self, device: str | None = None) -> None:
+        """Resolve the device and the precision; refuse tf32 off CUDA."""
+        import torch
+
+        self.device = device or resolve_device(self.settings.torch_device)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise HardwareUnavailableError(f"{self.label} needs a CUDA GPU, and torch sees none here.")
+        if self.precision == "tf32" and self.device != "cuda":
+            raise HardwareUnavailableError("tf32 is a CUDA math mode (Ampere and newer); this runner is on cpu.")
+        self._dtype = compute_dtype(self.precision)
+        self._scope = Tf32Scope(self.precision == "tf32") if self.device == "cuda" else NoScope()
+        self.supports_cuda_graph = self.cuda_graph_capable and self.device == "cuda"
+        self._info = {"torch": torch.__version__, "device": self.device}
+        if self.device == "cuda":
+            self._info["gpu"] = torch.cuda.get_device_name()
+
+    def _prepared_source(self) -> tuple[Any, Source]:
+        """The source model on the device at the compute precision (channels-last when chosen)."""
+        module, src = load_source(self.source_text)
+        self._channels_last = use_channels_last(self.settings.channels_last, self.device, module, self.plans())
+        module = prepare_module(module, self.device, self._dtype, self._channels_last)
+        self._info.update({"source_kind": src.kind, "channels_last": self._channels_last})
+        return module, src
+
+    def _discover(self, module: Any) -> None:
+        """Output specs from eager runs of the prepared model (before any compilation)."""
+        self._outputs = discover_outputs(module, self.plans(), self.device, self._dtype, self._channels_last)
+        self._inputs = [p.spec() for p in self.plans()]
+
+    def _release(self) -> None:
+        self._graphs.clear()
+        self._call = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # running -----------------------------------------------------------------------------------------
+    def stage(self, feed: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        return stage_tensors(feed, self.inputs(), self.device, self._dtype, self._channels_last)
+
+    def run_staged(self, staged: Any) -> dict[str, Any]:
+        import torch
+
+        if self._call is None:
+            raise InvalidArgumentError(f"Runner {self.label!r} is not loaded; use it as a context manager.")
+        args = [staged[s.name] for s in self.inputs()]
+        with torch.inference_mode(), self._scope:
+            result = self._call(*args)
+        flat = flat_outputs(result)
+        specs = self.outputs()
+        if len(flat) != len(specs):
+            raise BackendError(f"{self.label} returned {len(flat)} tensors; the model returned {len(specs)} "
+                               f"({', '.join(s.name for s in specs)}) when it was loaded.")
+        return {s.name: t for s, t in zip(specs, flat, strict=True)}
+
+    def fetch(self, outputs: Any) -> dict[str, np.ndarray]:
+        return {s.name: to_numpy(outputs[s.name]) for s in self.outputs()}
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        return self.fetch(self.run_staged(self.stage(feed)))
+
+    def capture_cuda_graph(self, staged: Any) -> Callable[[], dict[str, Any]]:
+        """Capture ``run_staged(staged)`` in a CUDA graph; the callable replays it and returns its outputs.
+
+        ``staged`` tensors are the graph's static inputs: copy new data into them (``staged[n].copy_(x)``)
+        before a replay. The outputs are the graph's static buffers, overwritten by the next replay.
+        """
+        import torch
+
+        if not self.supports_cuda_graph:
+            raise NotImplementedError(f"{self.label} cannot capture CUDA graphs on {self.device}")
+        side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up outside the capture: lazy inits, cuBLAS workspaces, allocator pools
+                self.run_staged(staged)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                static_out = self.run_staged(staged)
+        except Exception as exc:  # noqa: BLE001 - capture refuses syncs, host reads, dynamic allocations
+            raise BackendError(f"{self.label}: CUDA graph capture failed: {type(exc).__name__}: {exc}") from exc
+        self._graphs.append(graph)
+
+        def replay() -> dict[str, Any]:
+            graph.replay()
+            return static_out
+
+        return replay
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), **self._info}
+
+
+def stage_tensors(feed: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], device: str, dtype: Any,
+                  channels_last: bool) -> dict[str, Any]:
+    """numpy feed → torch tensors on ``device``; floating inputs cast to ``dtype`` (None: kept)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    for spec in specs:
+        t = torch.from_numpy(np.ascontiguousarray(feed[spec.name]))
+        t = t.to(device, non_blocking=False)
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        if channels_last and t.dim() == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        out[spec.name] = t
+    return out
+
+
+def to_numpy(t: Any) -> np.ndarray:
+    """A (device) tensor as a host numpy array; float16 / bfloat16 as float32."""
+    import torch
+
+    t = t.detach()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    return np.ascontiguousarray(t.cpu().numpy())
+
+
+def discover_outputs(module: Any, plans: Sequence[InputPlan], device: str, dtype: Any,
+                     channels_last: bool) -> list[TensorSpec]:
+    """Run ``module`` eagerly at the trace shape (and the other shape when a dim is dynamic)."""
+    import torch
+
+    specs = [p.spec() for p in plans]
+
+    def run(which: str) -> list[Any]:
+        staged = stage_tensors(example_feed(plans, which), specs, device, dtype, channels_last)
+        try:
+            with torch.inference_mode():
+                return flat_outputs(module(*(staged[s.name] for s in specs)))
+        except InvalidArgumentError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's model failed on the example inputs
+            shapes = {n: list(t.shape) for n, t in staged.items()}
+            raise ModelLoadError(f"The model failed on example inputs {shapes}: {type(exc).__name__}: {exc}",
+                                 hint="Check --input names, shapes and dtypes (one per forward() argument).") from exc
+
+    first = run("trace")
+    return output_specs(first, run("other") if probe_sizes(plans) else None, plans)
+
+
+def torch_source_io(model: str | Path, torch_inputs: Sequence[str]) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of a PyTorch source or an AOTInductor package, for `run`.
+
+    Source: inputs from ``torch_inputs``, outputs from one eager fp32 CPU run (two with dynamic dims).
+    Package: from its manifest (torch is not imported); without one, from ``torch_inputs`` and a first run.
+    """
+    if is_aoti_package(model):
+        from enginekit.backends.aoti import package_io
+
+        return package_io(Path(model), torch_inputs)
+    plans = plan_torch_inputs(torch_inputs)
+    module, _ = load_source(model)
+    return [p.spec() for p in plans], discover_outputs(module, plans, "cpu", None, False)
