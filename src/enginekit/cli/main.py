@@ -48,6 +48,7 @@ def _register() -> None:
         build_cmd,
         cache_cmd,
         compare_cmd,
+        debug_cmd,
         doctor_cmd,
         export_cmd,
         inspect_cmd,
@@ -64,6 +65,7 @@ def _register() -> None:
     app.command("build", help=build_cmd.HELP)(build_cmd.build)
     app.add_typer(cache_cmd.cache_app, name="cache")
     app.command("bench", help=bench_cmd.HELP)(bench_cmd.bench)
+    app.add_typer(debug_cmd.debug_app, name="debug")
     app.command("run")(run_cmd.run)
     app.command("compare")(compare_cmd.compare)
     app.command("optimize")(optimize_cmd.optimize)

@@ -1,0 +1,133 @@
+"""`enginekit debug precision MODEL`: search the FP32 islands that make an FP16/BF16 model pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from enginekit.cli import common
+from enginekit.cli.common import (
+    AllowNonFiniteOpt,
+    AtolOpt,
+    InputOpt,
+    JsonOpt,
+    LoadInputsOpt,
+    RtolOpt,
+    SeedOpt,
+    StatOpt,
+    ValRangeOpt,
+)
+
+debug_app = typer.Typer(
+    help="Precision debugger: find the nodes that must stay FP32 in an FP16/BF16 model.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@debug_app.command("precision")
+def precision(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model file.")],
+    precision: Annotated[str, typer.Option("--precision", help="Target precision: fp16 or bf16.")] = "fp16",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the fixed low-precision .onnx here.",
+                                                show_default=False)] = None,
+    plan_path: Annotated[Path | None, typer.Option("--plan", help="Write the precision plan (plan.json) here.",
+                                                   show_default=False)] = None,
+    check: Annotated[str | None, typer.Option("--check", help="Judge each candidate with this command instead of "
+                     "the output comparison: exit 0 = good. The candidate path is $MODEL (or {model}).",
+                     show_default=False)] = None,
+    max_evaluations: Annotated[int, typer.Option("--max-evaluations", help="Most candidate plans to try.")] = 200,
+    no_ranges: Annotated[bool, typer.Option("--no-range-analysis", help="Start the search from bisection instead "
+                         "of the range analysis' risky nodes.")] = False,
+    inputs: InputOpt = None,
+    load_inputs: LoadInputsOpt = None,
+    seed: SeedOpt = 1,
+    val_range: ValRangeOpt = None,
+    allow_nonfinite: AllowNonFiniteOpt = False,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    check_error_stat: StatOpt = "elemwise",
+    as_json: JsonOpt = False,
+) -> None:
+    """Find a small set of FP32 islands (range analysis, bisection, greedy shrink); write the plan and model."""
+    from enginekit.debug.fix import command_check, find_fp32_islands, range_analysis_initial
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.fileutil import atomic_write_bytes
+    from enginekit.graph.io import input_specs
+    from enginekit.graph.load import load_model
+    from enginekit.graph.precision import PRECISIONS, save_plan
+    from enginekit.multirun import prepare_feed
+
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if max_evaluations < 2:
+        raise InvalidArgumentError(f"--max-evaluations {max_evaluations}: must be >= 2.")
+    compare = common.compare_settings(atol, rtol, check_error_stat, True)
+    feeds_settings = common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite)
+    onnx_model = load_model(model)
+    feed = prepare_feed(input_specs(onnx_model), feeds_settings)
+    initial = [] if no_ranges else range_analysis_initial(onnx_model, [feed], precision)
+    result = find_fp32_islands(onnx_model, [feed], precision, initial=[n for n, _ in initial],
+                               initial_reasons=dict(initial), compare=compare,
+                               check=command_check(check) if check is not None else None,
+                               max_evaluations=max_evaluations)
+    doc = result.to_dict()
+    doc["model"] = str(model)
+    doc["range_analysis"] = [{"node": n, "reason": r} for n, r in initial]
+    if result.passed:
+        if plan_path is not None:
+            save_plan(result.plan, plan_path)
+            doc["plan_path"] = str(plan_path)
+        if output is not None:
+            atomic_write_bytes(output, result.model.SerializeToString())
+            doc["output"] = str(output)
+    if as_json:
+        common.print_json(doc)
+    else:
+        render(doc)
+    common.exit_with(result.exit_code)
+
+
+def _err(ev: dict[str, Any]) -> str:
+    mae = ev.get("max_abs_err")
+    text = f"max_abs_err {mae:.3g}" if isinstance(mae, float) else "max_abs_err n/a"
+    if ev.get("nonfinite"):
+        text += f", {ev['nonfinite']} NaN/Inf"
+    if ev.get("error"):
+        text += f", {ev['error']}"
+    return text
+
+
+def render(doc: dict[str, Any]) -> None:
+    """Plan table, before/after comparison, search cost and the naive baseline."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from enginekit.cli.common import out
+
+    entries = doc["plan"]["keep_fp32"]
+    t = Table("node", "reason", "evidence", title=f"FP32 islands for {escape(doc['model'])} "
+              f"({doc['precision']})", title_justify="left")
+    for e in entries:
+        ev = e["evidence"]
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in ev.items() if v not in (None, "", 0))
+        t.add_row(escape(e["node"]), escape(e["reason"]), escape(shown))
+    if entries:
+        out.print(t)
+    out.print(f"before (all {doc['precision']}): {'pass' if doc['before']['passed'] else 'FAIL'}, "
+              f"{escape(_err(doc['before']))}")
+    out.print(f"after (plan):        {'pass' if doc['after']['passed'] else 'FAIL'}, {escape(_err(doc['after']))}")
+    base = doc["baseline"]
+    vs = (f" vs {base['nodes']} for everything after the first bad layer ({escape(str(base['first_bad_node']))})"
+          if base["nodes"] is not None else "")
+    out.print(f"{doc['kept']} FP32 nodes{vs}, of {doc['total_nodes']}; "
+              f"{doc['fp32_flops_fraction']:.1%} of FLOPs in FP32; {doc['evaluations']} evaluations.")
+    for key, what in (("plan_path", "plan"), ("output", "fixed model")):
+        if key in doc:
+            out.print(f"wrote {what}: {escape(doc[key])}")
+    style = "green" if doc["passed"] else "red"
+    out.print(f"[bold {style}]{'PASSED' if doc['passed'] else 'FAILED'}[/]: {escape(doc['message'])}")

@@ -1,0 +1,92 @@
+"""`enginekit debug precision`: plan + fixed model written, exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from enginekit.cli import debug_cmd
+from enginekit.cli.main import app
+from enginekit.graph.precision import convert_precision, load_plan
+
+Cli = Callable[..., Any]
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "debug"))
+import fp16_models  # noqa: E402
+
+if not any(g.name == "debug" for g in app.registered_groups):  # until cli/main.py registers it
+    app.add_typer(debug_cmd.debug_app, name="debug")
+
+
+def _save(tmp_path: Path, builder: Callable[[], tuple[onnx.ModelProto, dict[str, np.ndarray], list[str]]]
+          ) -> tuple[Path, Path, list[str]]:
+    model, feed, culprits = builder()
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    feeds = tmp_path / "feed.npz"
+    np.savez(feeds, **feed)  # type: ignore[arg-type]
+    return path, feeds, culprits
+
+
+def test_fixes_planted_culprit_and_writes_plan_and_model(cli: Cli, tmp_path: Path) -> None:
+    model, feeds, culprits = _save(tmp_path, fp16_models.attention_logits_overflow)
+    res = cli("debug", "precision", model, "--precision", "fp16", "--load-inputs", feeds,
+              "-o", tmp_path / "fixed.onnx", "--plan", tmp_path / "plan.json", "--json")
+    assert res.code == 0, res.stderr
+    doc = res.json()
+    assert doc["passed"] and doc["kept"] < doc["baseline"]["nodes"]
+    assert doc["range_analysis"][0]["node"] == culprits[0]
+    plan = load_plan(tmp_path / "plan.json")
+    assert culprits[0] in plan.node_names()
+    fixed = onnx.load(tmp_path / "fixed.onnx")
+    onnx.checker.check_model(fixed)
+    assert convert_precision(onnx.load(model), "fp16", plan).model.graph.node  # plan is consumable
+
+
+def test_table_output(cli: Cli, tmp_path: Path) -> None:
+    model, feeds, culprits = _save(tmp_path, fp16_models.large_activation_before_norm)
+    res = cli("debug", "precision", model, "--load-inputs", feeds)
+    assert res.code == 0, res.stderr
+    assert culprits[0] in res.stdout and "range analysis" in res.stdout
+    assert "for everything after the first bad layer" in res.stdout and "of FLOPs in FP32" in res.stdout
+    assert "PASSED" in res.stdout
+
+
+def test_healthy_model_random_feed_empty_plan(cli: Cli, tmp_path: Path) -> None:
+    model, _, _ = _save(tmp_path, fp16_models.healthy_mlp)
+    res = cli("debug", "precision", model, "--seed", "3", "--plan", tmp_path / "plan.json", "--json")
+    assert res.code == 0, res.stderr
+    assert res.json()["kept"] == 0 and load_plan(tmp_path / "plan.json").keep_fp32 == ()
+
+
+def test_check_command(cli: Cli, tmp_path: Path) -> None:
+    model, feeds, _ = _save(tmp_path, fp16_models.large_activation_before_norm)
+    ok = cli("debug", "precision", model, "--load-inputs", feeds, "--check",
+             f'{sys.executable} -c "import sys; sys.exit(0)"', "--json")
+    assert ok.code == 0, ok.stderr
+    assert ok.json()["kept"] == 0
+    bad = cli("debug", "precision", model, "--load-inputs", feeds, "--check", "test -f \"$MODEL\" && exit 1",
+              "--max-evaluations", "4", "-o", tmp_path / "never.onnx", "--json")
+    assert bad.code == 1 and not bad.json()["passed"]
+    assert not (tmp_path / "never.onnx").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--precision", "fp8"], "--precision"),
+    (["--max-evaluations", "1"], "--max-evaluations"),
+    (["--check", " "], "--check"),
+])
+def test_user_errors_exit_2(cli: Cli, tmp_path: Path, user_error: Callable[..., None], args: list[str],
+                            needle: str) -> None:
+    model, feeds, _ = _save(tmp_path, fp16_models.healthy_mlp)
+    user_error(cli("debug", "precision", model, "--load-inputs", feeds, *args), needle)
+
+
+def test_missing_model_exit_2(cli: Cli, tmp_path: Path, user_error: Callable[..., None]) -> None:
+    user_error(cli("debug", "precision", tmp_path / "nope.onnx"), "nope.onnx")
