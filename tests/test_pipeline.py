@@ -135,3 +135,37 @@ def test_optimize_export_verification_failure_stops_before_backends(tmp_path: Pa
     assert steps["export"] == "FAIL" and "does not match" in result.steps[0].reason
     assert steps["run ort"] == "SKIPPED" and steps["report"] == "OK"
     assert result.exit_code == EXIT_CHECK_FAILED
+
+
+def test_failed_fp16_candidate_is_debugged_and_fixed_beside_it(tmp_path: Path) -> None:
+    """A low-precision candidate that fails verification gets a precision plan and a fixed candidate row."""
+    import sys
+
+    import onnx
+
+    sys.path.insert(0, str(Path(__file__).parent / "debug"))
+    import fp16_models  # type: ignore[import-not-found]
+
+    model, feed, culprits = fp16_models.attention_logits_overflow()
+    path = tmp_path / "attn.onnx"
+    onnx.save(model, str(path))
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, **feed)
+    from enginekit.settings import FeedSettings
+
+    result = optimize(OptimizeSettings(model=path, backends=("ort", "onnx-reference:fp16"),
+                                       feeds=FeedSettings(load_inputs=inputs), timing=FAST, report_dir=tmp_path / "r"))
+    steps = _steps(result)
+    assert steps["compare"] == "FAIL" and steps["debug precision"] == "OK"
+    rows = {c.row.label: c.row for c in result.candidates}
+    assert rows["onnx-reference:fp16"].status == "failed"
+    fixed = rows["onnx-reference:fp16+plan"]
+    assert fixed.status == "ok", fixed.reason
+    assert set(culprits) <= set(fixed.details["nodes"])
+    assert fixed.details["fp32_nodes"] < fixed.details["naive_fp32_nodes"]
+    assert fixed.comparison is not None and fixed.comparison.outputs[0].nan_count == 0
+    from enginekit.graph.precision import load_plan
+
+    plan = load_plan(tmp_path / "r" / "precision-onnx-reference-fp16" / "plan.json")
+    assert [e.node for e in plan.keep_fp32] == fixed.details["nodes"]
+    assert "onnx-reference:fp16+plan" in (tmp_path / "r" / "report.md").read_text()

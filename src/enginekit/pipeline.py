@@ -182,7 +182,7 @@ def default_candidates(torch_source: bool = False) -> list[Candidate]:
     """Every backend and precision that runs ONNX models (TensorRT ones come from --target builds), and,
     for a PyTorch source, eager PyTorch, torch.compile and AOTInductor on the source itself."""
     onnx = [Candidate(b.name, p) for b in BACKENDS if "onnx" in b.formats and "cuda" not in b.devices
-            for p in b.precisions]
+            for p in (b.default_precisions or b.precisions)]
     return onnx + (list(TORCH_DEFAULTS) if torch_source else [])
 
 
@@ -399,6 +399,18 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     pipe.step("compare", compare)
     result.candidates = [rows[c] for c in cands if c in rows]
 
+    def debug_precision(step: StepResult) -> None:
+        failed = [c for c in result.candidates if c.row.status == "failed" and c.row.precision in ("fp16", "bf16")
+                  and candidate_format(Candidate(c.row.backend, c.row.precision)) == "onnx"]
+        if not failed:
+            raise StepSkipped("no low-precision candidate failed verification")
+        assert result.model is not None
+        fixes = [fix_candidate(c, result.model, result.feed, rows[ref].row, settings) for c in failed]
+        result.candidates += [f for f in fixes if f is not None]
+        step.reason = "; ".join(f"{c.row.label}: {c.row.reason}" for c in fixes if c is not None)
+
+    pipe.step("debug precision", debug_precision, required=False, always=True)  # runs because compare failed
+
     def report(step: StepResult) -> None:
         from enginekit.report.markdown import render_optimize
         from enginekit.report.reproduce import optimize_command
@@ -412,6 +424,53 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
     pipe.step("report", report, always=True)
     return result
+
+
+def fix_candidate(failed: CandidateResult, model: Path, feed: dict[str, np.ndarray], reference: BackendRow,
+                  settings: OptimizeSettings) -> CandidateResult | None:
+    """Run the precision debugger on a failed fp16/bf16 candidate; evaluate the fixed model beside it.
+
+    The fixed ONNX (FP32 islands from the plan, IO types kept) is run by the onnx-reference backend, which
+    stores every value in its type (a faithful low-precision run on any machine); plan.json and the fixed
+    model are written to the report folder for `enginekit build --precision-plan` and other backends.
+    """
+    import onnx
+
+    from enginekit.compare import compare_outputs
+    from enginekit.debug.fix import find_fp32_islands, range_analysis_initial
+    from enginekit.graph.load import load_model
+    from enginekit.graph.precision import save_plan
+
+    precision = failed.row.precision
+    proto = load_model(model, check=False)
+    ranked = range_analysis_initial(proto, [feed], precision)
+    fix = find_fp32_islands(proto, [feed], precision, initial=[n for n, _ in ranked], initial_reasons=dict(ranked))
+    folder = settings.report_dir / f"precision-{failed.row.label.replace(':', '-')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_plan(fix.plan, folder / "plan.json")
+    fixed = folder / "fixed.onnx"
+    onnx.save_model(fix.model, str(fixed))
+    label = f"{precision}+plan"
+    row = BackendRow("onnx-reference", label, OK)
+    row.details = {"fixes": failed.row.label, "plan": str(folder / "plan.json"), "fixed_model": str(fixed),
+                   "fp32_nodes": fix.kept, "total_nodes": fix.total_nodes,
+                   "naive_fp32_nodes": fix.baseline_nodes, "fp32_flops_fraction": fix.fp32_flops_fraction,
+                   "evaluations": fix.evaluations, "nodes": [e.node for e in fix.plan.keep_fp32]}
+    cand_row, outputs = use_runner(Candidate("onnx-reference"), fixed, settings.backend, lambda r: r.infer(feed))
+    if outputs is None or reference.outputs is None:
+        row.status, row.reason = cand_row.status, cand_row.reason or "no reference outputs"
+        return CandidateResult(row)
+    row.outputs = outputs
+    row.comparison = compare_outputs(reference.outputs, outputs, settings_for_precision(settings.compare, precision,
+                                                                                         reference.outputs))
+    nodes = ", ".join(row.details["nodes"][:6]) + ("…" if fix.kept > 6 else "")
+    if fix.passed and row.comparison.passed:
+        row.reason = (f"fixes {failed.row.label}: {fix.kept} node(s) kept in FP32 ({nodes}) vs "
+                      f"{fix.baseline_nodes} for everything after the first bad layer; plan {folder / 'plan.json'}")
+    else:
+        row.status = "failed"
+        row.reason = f"no passing plan for {failed.row.label} ({fix.message or 'outputs still differ'})"
+    return CandidateResult(row)
 
 
 def _work(

@@ -47,6 +47,7 @@ class BackendInfo:
     dynamic_shapes: bool = True
     aliases: tuple[str, ...] = ()
     formats: tuple[str, ...] = ("onnx",)  # model formats the runner loads (see model_format)
+    default_precisions: tuple[str, ...] | None = None  # what `optimize` runs unasked (None: every precision)
     extra_check: Callable[[], Availability] | None = field(default=None, compare=False)
 
     def available(self) -> Availability:
@@ -164,6 +165,8 @@ BACKENDS: tuple[BackendInfo, ...] = (
         description="onnx.reference.ReferenceEvaluator: slow, pure Python/numpy, independent of any runtime",
         runner="enginekit.backends.onnx_reference:ReferenceRunner",
         requires=("onnx",),
+        precisions=("fp32", "fp16", "bf16"),
+        default_precisions=("fp32",),
         aliases=("reference", "onnx_reference", "ref"),
     ),
 )

@@ -46,7 +46,12 @@ def inference_batchnorm_ops(model: onnx.ModelProto) -> list[type]:
 
 
 class ReferenceRunner(Runner):
+    """fp32 runs the model as given; fp16/bf16 run it converted (graph/precision.py, IO types kept), each
+    value stored in the low type: a faithful low-precision emulator on the CPU (onnxruntime's CPU provider
+    computes many fp16 ops in float32 and hides overflows)."""
+
     backend = "onnx-reference"
+    supported_precisions = ("fp32", "fp16", "bf16")
 
     def _load(self) -> None:
         from enginekit.graph.load import load_model
@@ -55,6 +60,10 @@ class ReferenceRunner(Runner):
         from onnx.reference import ReferenceEvaluator
 
         model = load_model(self.model, check=False)
+        if self.precision in ("fp16", "bf16"):
+            from enginekit.graph.precision import convert_precision
+
+            model = convert_precision(model, self.precision, None).model
         new_ops = inference_batchnorm_ops(model)
         if new_ops:
             log.info("onnx-reference: using the inference BatchNormalization formula (opset 9-13)")
@@ -65,7 +74,8 @@ class ReferenceRunner(Runner):
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         names = [o.name for o in self.outputs()]
-        values = self._evaluator.run(names, dict(feed))
+        with np.errstate(all="ignore"):  # overflow to inf is a result to report, not a warning
+            values = self._evaluator.run(names, dict(feed))
         return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
 
     def describe(self) -> dict[str, object]:
