@@ -90,3 +90,30 @@ def test_user_errors_exit_2(cli: Cli, tmp_path: Path, user_error: Callable[..., 
 
 def test_missing_model_exit_2(cli: Cli, tmp_path: Path, user_error: Callable[..., None]) -> None:
     user_error(cli("debug", "precision", tmp_path / "nope.onnx"), "nope.onnx")
+
+
+def test_report_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys as _sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "debug"))
+    import fp16_models  # type: ignore[import-not-found]
+
+    model, feed, culprits = fp16_models.attention_logits_overflow()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    np.savez(tmp_path / "in.npz", **feed)
+    exe = str(Path(_sys.executable).with_name("enginekit"))
+    res = subprocess.run([exe, "debug", "precision", str(path), "--precision", "fp16", "--load-inputs",
+                          str(tmp_path / "in.npz"), "--report", str(tmp_path / "rep")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rep = tmp_path / "rep"
+    for name in ("report.json", "report.md", "reproduce.sh", "plan.json", "fixed.onnx", "error_growth.png"):
+        assert (rep / name).is_file(), name
+    md = (rep / "report.md").read_text()
+    assert culprits[0] in md and "first tensor outside tolerance" in md
+    import json
+
+    doc = json.loads((rep / "report.json").read_text())
+    assert doc["layerwise"]["first_bad"]["tensor"] == culprits[0]

@@ -50,6 +50,9 @@ def precision(
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_error_stat: StatOpt = "elemwise",
+    report: Annotated[Path | None, typer.Option("--report", help="Write report.json/.md, reproduce.sh, the layerwise "
+                      "error-growth plot, plan.json and the fixed model into this folder.", show_default=False)]
+    = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find a small set of FP32 islands (range analysis, bisection, greedy shrink); write the plan and model."""
@@ -84,11 +87,59 @@ def precision(
         if output is not None:
             atomic_write_bytes(output, result.model.SerializeToString())
             doc["output"] = str(output)
+    if report is not None:
+        doc["report"] = str(report)
+        write_debug_report(report, doc, result, onnx_model, feed, precision)
     if as_json:
         common.print_json(doc)
     else:
         render(doc)
     common.exit_with(result.exit_code)
+
+
+def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: Any, feed: Any, precision: str) -> None:
+    """The report a person reads: which nodes and why, what was recovered, and where the error grows."""
+    from enginekit.debug.layerwise import layerwise_diff, plot_error_growth
+    from enginekit.fileutil import atomic_write_bytes
+    from enginekit.graph.precision import save_plan
+    from enginekit.report.markdown import fmt, table
+    from enginekit.report.writer import write_report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    layers = layerwise_diff(model, feed, precision=precision)
+    plot = folder / "error_growth.png"
+    try:
+        plot_error_growth(layers, plot)
+    except Exception as exc:  # noqa: BLE001 - matplotlib missing or failing must not lose the report
+        doc["plot_error"] = f"{type(exc).__name__}: {exc}"
+    if result.passed:
+        save_plan(result.plan, folder / "plan.json")
+        atomic_write_bytes(folder / "fixed.onnx", result.model.SerializeToString())
+    data = {"kind": "debug-precision", **doc, "layerwise": layers.to_dict()}
+    before, after = doc.get("before") or {}, doc.get("after") or {}
+    rows = [[e.node, e.reason] for e in result.plan.keep_fp32]
+    bad = layers.first_bad
+    worst = sorted((r for r in layers.rows if not r.passed), key=lambda r: -(r.max_abs_err or 0))[:15]
+    verdict = "PASSED" if result.passed else "FAILED"
+    all_low = "passes" if before.get("passed") else "fails"
+    planned = "passes" if after.get("passed") else "fails"
+    md = (
+        f"# enginekit debug precision: {doc['model']} → {precision}\n\n**{verdict}**: {result.message}\n\n"
+        f"- all {precision}: {all_low} (max abs err {fmt(before.get('max_abs_err'))}, "
+        f"{before.get('nonfinite', 0)} NaN/Inf); with the plan: {planned} (max abs err "
+        f"{fmt(after.get('max_abs_err'))})\n"
+        f"- FP32 nodes kept: {result.kept} of {result.total_nodes} ({100 * result.fp32_flops_fraction:.1f}% of FLOPs); "
+        f"everything after the first bad layer would be {result.baseline_nodes}\n"
+        f"- first tensor outside tolerance in the all-{precision} model: {bad.tensor if bad else 'none'}"
+        f"{f' ({bad.op_type} {bad.node})' if bad else ''}\n- evaluations: {result.evaluations}\n\n"
+        "## Nodes kept in FP32\n\n" + (table(["node", "reason"], rows) if rows else "_None: the model survives._\n")
+        + "\n## Worst tensors in the all-low-precision model (topological diff)\n\n"
+        + table(["tensor", "op", "max abs", "max rel", "cosine", "NaN", "Inf"],
+                [[r.tensor, r.op_type, r.max_abs_err, r.max_rel_err, r.cosine, r.nan_candidate, r.inf_candidate]
+                 for r in worst])
+        + ("\n![error growth](error_growth.png)\n" if plot.is_file() else "")
+    )
+    write_report(folder, data, md, common.command_line(), {"inputs": feed})
 
 
 def _err(ev: dict[str, Any]) -> str:
