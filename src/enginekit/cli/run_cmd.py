@@ -63,7 +63,8 @@ def run(
                       "and the .npz feeds/outputs into this folder.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run one ONNX model on several backends with the same feeds and compare every output."""
+    """Run one model (ONNX, Paddle, TensorRT engine or PyTorch source) on several backends with the same feeds
+    and compare every output with the reference."""
     from dataclasses import replace
 
     from enginekit.multirun import run_backends
