@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,10 +226,8 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
             return _arrays_from_json(json.loads(p.read_text()), p)
     except FeedError:
         raise
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        # zipfile.BadZipFile is a ValueError-free Exception subclass in old Pythons; caught below.
-        raise FeedError(f"Could not read {str(p)!r} as {suffix} arrays: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - zipfile errors and numpy's pickle refusal
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        # ValueError covers numpy's refusal of pickled object arrays and malformed JSON
         raise FeedError(f"Could not read {str(p)!r} as {suffix} arrays: {exc}") from exc
     raise FeedError(f"Data file {str(p)!r}: unsupported extension {suffix!r}; use .npz or .json.")
 

@@ -220,8 +220,6 @@ def resolve_optimize_candidates(settings: OptimizeSettings) -> tuple[list[Candid
 def resolve_build_profiles(b: BuildSettings, inputs: list[TensorSpec], feed: Mapping[str, np.ndarray]) -> BuildSettings:
     """Without --profile, a dynamic model gets one profile around the comparison feed: MIN 1 on every
     dynamic dim, OPT = MAX = the feed's shape (the dataset is evaluated in batches no larger than it)."""
-    from dataclasses import replace
-
     if b.profiles or b.profile_from is not None or not any(i.is_dynamic for i in inputs):
         return b
     parts = []

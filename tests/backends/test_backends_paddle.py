@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,27 +12,10 @@ from enginekit.compare import CompareSettings, Tolerances, compare_outputs
 from enginekit.errors import FeedError, ModelLoadError
 from enginekit.settings import BackendSettings
 from enginekit.tensors import TensorSpec
+from paddle_models import save_resnet18  # type: ignore[import-not-found]  # tests/paddle_models.py
 
 # Paddle Inference (oneDNN) vs ONNX Runtime on a random-init ResNet-18: max abs error ~4e-5 at logits ~30.
 TOL = CompareSettings(atol=Tolerances(1e-4), rtol=Tolerances(1e-4))
-
-
-def save_resnet18(prefix: Path, *, seed: int = 0, legacy: bool = False) -> Path:
-    """paddle.vision ResNet-18 (random init, eval mode) saved with a dynamic batch at 64x64."""
-    paddle = pytest.importorskip("paddle")
-    from paddle.static import InputSpec
-
-    paddle.seed(seed)
-    model = paddle.vision.models.resnet18(pretrained=False)
-    model.eval()
-    spec = [InputSpec([None, 3, 64, 64], "float32", "x")]
-    if legacy:
-        with paddle.pir_utils.DygraphOldIrGuard(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # old-IR tracing warns about A + B
-            paddle.jit.save(model, str(prefix), input_spec=spec)
-    else:
-        paddle.jit.save(model, str(prefix), input_spec=spec)
-    return prefix
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 from enginekit.compare import CompareSettings
 from enginekit.errors import FeedError, InvalidArgumentError, MissingDependencyError, ModelLoadError, VerificationError
 from enginekit.settings import ExportSettings
+from paddle_models import save_resnet18  # type: ignore[import-not-found]  # tests/paddle_models.py
 
 export_mod = pytest.importorskip("enginekit.export.paddle")
 pytest.importorskip("paddle")
@@ -21,24 +22,6 @@ pytest.importorskip("paddle2onnx")
 
 # Observed: max abs error 2.7e-5..3.8e-5 at logits up to ~30 (ResNet-18, Paddle oneDNN vs ONNX Runtime);
 # ExportSettings' default tolerance (1e-4) is what these tests use.
-
-
-def save_resnet18(prefix: Path, *, seed: int = 0, legacy: bool = False) -> Path:
-    """paddle.vision ResNet-18 (random init, eval mode) saved with a dynamic batch at 64x64."""
-    import paddle
-    from paddle.static import InputSpec
-
-    paddle.seed(seed)
-    model = paddle.vision.models.resnet18(pretrained=False)
-    model.eval()
-    spec = [InputSpec([None, 3, 64, 64], "float32", "x")]
-    if legacy:
-        with paddle.pir_utils.DygraphOldIrGuard(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            paddle.jit.save(model, str(prefix), input_spec=spec)
-    else:
-        paddle.jit.save(model, str(prefix), input_spec=spec)
-    return prefix
 
 
 def save_layer(prefix: Path, layer: Any, specs: list[tuple[list[int | None], Any, str]]) -> Path:

@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from enginekit.settings import TimingSettings
 
 
@@ -27,19 +25,12 @@ class TimingStats:
 
     @classmethod
     def from_samples(cls, samples_s: Sequence[float], warmup_runs: int) -> TimingStats:
-        ms = np.asarray(samples_s, dtype=np.float64) * 1e3
-        if ms.size == 0:
-            raise ValueError("no timing samples")
-        return cls(
-            runs=int(ms.size),
-            warmup_runs=warmup_runs,
-            mean_ms=float(ms.mean()),
-            median_ms=float(np.median(ms)),
-            p90_ms=float(np.percentile(ms, 90)),
-            min_ms=float(ms.min()),
-            max_ms=float(ms.max()),
-            std_ms=float(ms.std()),
-        )
+        """Statistics by the same functions as `enginekit bench` (enginekit.bench.stats)."""
+        from enginekit.bench.stats import summarize
+
+        s = summarize([round(x * 1e9) for x in samples_s])
+        return cls(runs=s.count, warmup_runs=warmup_runs, mean_ms=s.mean_ms, median_ms=s.median_ms, p90_ms=s.p90_ms,
+                   min_ms=s.min_ms, max_ms=s.max_ms, std_ms=s.std_ms)
 
     def to_dict(self) -> dict[str, float | int]:
         return dict(self.__dict__)

@@ -123,7 +123,7 @@ def export_torch(settings: ExportSettings, src: Source) -> ExportResult:
     """Export a PyTorch source to ONNX; verify unless ``settings.verify`` is False."""
     import torch
 
-    from enginekit.export.write import opset_of, run_onnx_factory, save_onnx
+    from enginekit.export.write import opset_of
 
     t_start = time.perf_counter()
     if not log.isEnabledFor(logging.INFO):  # torch's exporter logs warnings about opsets and torchvision
@@ -205,14 +205,15 @@ def export_torch(settings: ExportSettings, src: Source) -> ExportResult:
             outs = call(*(torch.from_numpy(feed[p.name]) for p in plans))
         return {n: o.detach().cpu().numpy() for n, o in zip(names, outs, strict=True)}
 
-    finish(result, proto, plans, settings, run_source, run_onnx_factory, save_onnx)
+    finish(result, proto, plans, settings, run_source)
     result.duration_s = time.perf_counter() - t_start
     return result
 
 
 def finish(result: ExportResult, proto: Any, plans: list[InputPlan], settings: ExportSettings,
-           run_source: Any, run_onnx_factory: Any, save_onnx: Any) -> None:
+           run_source: Any) -> None:
     """Verify (at the traced shape and another valid shape, two seeds each), then save or refuse."""
+    from enginekit.export.write import run_onnx_factory, save_onnx
     from enginekit.graph.io import input_specs, output_specs
 
     result.inputs, result.outputs = input_specs(proto), output_specs(proto)
