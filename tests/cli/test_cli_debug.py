@@ -117,3 +117,65 @@ def test_report_folder(tmp_path: Path) -> None:
 
     doc = json.loads((rep / "report.json").read_text())
     assert doc["layerwise"]["first_bad"]["tensor"] == culprits[0]
+
+
+import int8_models  # noqa: E402
+
+
+def test_int8_plan_from_calibration_file_is_built_by_tensorrt_rtx(cli: Cli, tmp_path: Path) -> None:
+    model, feeds, culprits = _save(tmp_path, int8_models.activation_outlier_channel)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.concatenate([f["x"] for f in int8_models.calibration()]))
+    res = cli("debug", "precision", model, "--precision", "int8", "--load-inputs", feeds, "--calibration", calib,
+              "--plan", tmp_path / "plan.json", "-o", tmp_path / "fixed.onnx", "--json")
+    assert res.code == 0, res.stderr
+    doc = res.json()
+    assert doc["passed"] and doc["plan"]["precision"] == "int8" and doc["kept"] == 1
+    assert doc["runs"]["candidates"]["backend"] == "ort" and "warning" not in doc
+    assert load_plan(tmp_path / "plan.json").node_names() == culprits
+    assert "DequantizeLinear" in {n.op_type for n in onnx.load(tmp_path / "fixed.onnx").graph.node}
+    pytest.importorskip("tensorrt_rtx")
+    build = cli("build", model, "--backend", "tensorrt-rtx", "--precision", "int8", "--calib-data", calib,
+                "--precision-plan", tmp_path / "plan.json", "--cache-dir", tmp_path / "cache",
+                "--profile", "x:1x32:32x32:128x32", "--compute-capability", "8.6", "--json")
+    assert build.code == 0, build.stderr
+    precision = build.json()["manifest"]["precision"]
+    assert "1 plan node(s) left in float" in precision["how"]
+    assert precision["quantization"]["excluded_nodes"] == culprits
+
+
+def test_fp64_reference_and_report(cli: Cli, tmp_path: Path) -> None:
+    model, feeds, culprits = _save(tmp_path, fp16_models.attention_logits_overflow)
+    res = cli("debug", "precision", model, "--load-inputs", feeds, "--reference", "fp64", "--backend",
+              "onnx-reference", "--report", tmp_path / "report", "--json")
+    assert res.code == 0, res.stderr
+    doc = res.json()
+    assert doc["runs"]["reference"] == {"precision": "fp64", "backend": "onnx-reference"}
+    assert culprits[0] in [e["node"] for e in doc["plan"]["keep_fp32"]]
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "tensorrt"], "--check"),
+    (["--backend", "nope"], "not one of"),
+    (["--reference", "fp16"], "not one of"),
+    (["--calibration", "x.npz"], "int8 only"),
+    (["--precision", "int8", "--calib-method", "kl"], "minmax"),
+    (["--precision", "int4"], "fp16, bf16, int8"),
+])
+def test_bad_debug_flags_exit_2(cli: Cli, tmp_path: Path, args: list[str], message: str) -> None:
+    model, feeds, _ = _save(tmp_path, fp16_models.healthy_mlp)
+    res = cli("debug", "precision", model, "--load-inputs", feeds, *args)
+    assert res.code == 2 and message in res.stderr + res.stdout, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_int8_plan_is_refused_for_an_fp16_build(cli: Cli, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt_rtx")
+    from enginekit.graph.precision import PlanEntry, PrecisionPlan, save_plan
+
+    model, _, _ = _save(tmp_path, int8_models.activation_outlier_channel)
+    save_plan(PrecisionPlan("int8", (PlanEntry("mix_matmul"),)), tmp_path / "plan.json")
+    res = cli("build", model, "--backend", "tensorrt-rtx", "--precision", "fp16", "--precision-plan",
+              tmp_path / "plan.json", "--cache-dir", tmp_path / "cache", "--profile", "x:1x32:32x32:128x32")
+    assert res.code == 2 and "int8" in res.stderr + res.stdout

@@ -4,7 +4,9 @@ Every builder returns ``(model, feed, culprits)``: an opset-17 / IR-8 model with
 deterministic float32 feed, and the names of the planted culprit nodes (the nodes whose *own* output leaves
 the FP16 range). FP32 runs are finite; FP16 runs (``convert_precision(model, "fp16")``) give inf/NaN.
 Each culprit is followed by 10+ healthy nodes, so "keep everything after the first bad layer in FP32"
-is a much bigger plan than the minimal island (culprit + the norm/softmax right after it).
+is a much bigger plan than the minimal island (culprit + the norm/softmax right after it). The exception is
+``detection_head_exp``, whose decoded boxes themselves leave the FP16 range, so most of its decoding must stay
+FP32 too; ``dfl_detection_head`` is the detection head whose overflow stays local (a hand-written softmax).
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ class _G:
 
 def _feed(name: str, shape: tuple[int, ...], seed: int) -> dict[str, np.ndarray]:
     return {name: np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}
+
+
+def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """The FP32 value of ``model``'s only output on ``feed`` (onnxruntime CPU), to calibrate weights."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run(None, feed)[0])
 
 
 def _ln(g: _G, x: str, name: str, d: int) -> str:
@@ -167,6 +177,90 @@ def detection_head_exp() -> Built:
     return model, feed, ["box_exp"]
 
 
+DFL_SOFTMAX_ISLAND = ("dfl_exp", "dfl_sum", "dfl_div")
+"""The hand-written softmax of :func:`dfl_detection_head`: what must stay FP32, and nothing else."""
+
+
+def dfl_detection_head() -> Built:
+    """YOLOv8-style anchor-free head whose Distribution Focal Loss (DFL) softmax is written out by hand.
+
+    image[1,3,64,64] in [0, 1] -> backbone (three stride-2 Conv+Relu, one Conv+Relu; 8x8 grid, stride 8) ->
+    box branch (Conv+Relu, 1x1 Conv to 4 sides x 16 distance bins) and class branch (Conv+Relu, 1x1 Conv to
+    4 classes) -> DFL: Reshape/Transpose to [1,16,4,64], ``dfl_exp`` Exp -> ``dfl_sum`` ReduceSum ->
+    ``dfl_div`` Div (softmax without the max subtraction, as older exporters and hand-ported heads write it),
+    expectation over the bins (1x1 Conv with weights 0..15) -> dist2bbox with anchor points and stride
+    (xywh in pixels) -> boxes[1,64,4]. A GFLv2-style quality branch reads the distribution (top-4 bins
+    and mean per side -> 1x1 Conv+Relu -> 1x1 Conv+Sigmoid) and scales the class Sigmoid -> scores[1,64,4].
+
+    The bin logits carry a common offset (softmax is shift-invariant, so training leaves it free) and reach 16:
+    e^16 = 8.9e6, so FP16 ``dfl_exp`` and the ReduceSum after it are inf and the Div gives NaN, while the
+    distances, boxes (|x| < 200 px) and scores stay well inside FP16. Culprit: dfl_exp. The minimal island is
+    :data:`DFL_SOFTMAX_ISLAND` (3 of 42 nodes), against the 26 nodes from the Exp to the end of the graph.
+    """
+    g, hw, stride, bins, n_cls = _G(5), 64, 8, 16, 4
+    feed = {"image": np.random.default_rng(15).uniform(0.0, 1.0, (1, 3, hw, hw)).astype(np.float32)}
+
+    def conv(x: str, name: str, c_in: int, c_out: int, k: int = 3, s: int = 1, act: bool = True) -> str:
+        w = g.weight(f"{name}.w", (c_out, c_in, k, k), np.sqrt(2.0 / (c_in * k * k)))
+        h = g.node("Conv", [x, w, g.weight(f"{name}.b", (c_out,), 0.05)], name, strides=[s, s],
+                   pads=[k // 2] * 4)
+        return g.node("Relu", [h], f"{name}_relu") if act else h
+
+    h = conv("image", "stem", 3, 16, s=2)
+    h = conv(h, "down1", 16, 32, s=2)
+    h = conv(h, "down2", 32, 32, s=2)
+    feat = conv(h, "neck", 32, 32)
+    box_feat = conv(feat, "box_conv", 32, 32)
+    cls_feat = conv(feat, "cls_conv", 32, 32)
+    # bin logits, calibrated on the feed: spread (std) 2.5 around a common offset, largest logit exactly 16
+    trunk = g.model("trunk", [("image", [1, 3, hw, hw])], [(box_feat, [1, 32, hw // stride, hw // stride])])
+    f = _run(trunk, feed)
+    w = g.rng.standard_normal((4 * bins, 32)).astype(np.float32)
+    w *= 2.5 / np.einsum("oc,bchw->bohw", w, f).std()
+    offset = 16.0 - float(np.einsum("oc,bchw->bohw", w, f).max())
+    logits = g.node("Conv", [box_feat, g.init("box_pred.w", w[:, :, None, None]),
+                             g.init("box_pred.b", np.full(4 * bins, offset, np.float32))], "box_pred")
+    cls = g.node("Conv", [cls_feat, g.weight("cls_pred.w", (n_cls, 32, 1, 1), 0.6),
+                          g.init("cls_pred.b", np.full(n_cls, -3.0, np.float32))], "cls_pred")
+    # DFL (ultralytics: x.view(b, 4, 16, a).transpose(2, 1).softmax(1) -> 1x1 conv with arange(16))
+    n = (hw // stride) ** 2
+    x = g.node("Reshape", [logits, g.init("dfl_shape", np.array([1, 4, bins, n], np.int64))], "dfl_reshape")
+    x = g.node("Transpose", [x], "dfl_transpose", perm=[0, 2, 1, 3])
+    e = g.node("Exp", [x], "dfl_exp")
+    total = g.node("ReduceSum", [e, g.init("bin_axis", np.array([1], np.int64))], "dfl_sum", keepdims=1)
+    prob = g.node("Div", [e, total], "dfl_div")
+    bins_w = g.init("dfl_proj.w", np.arange(bins, dtype=np.float32).reshape(1, bins, 1, 1))
+    dist = g.node("Conv", [prob, bins_w], "dfl_proj")
+    dist = g.node("Reshape", [dist, g.init("dist_shape", np.array([1, 4, n], np.int64))], "dist_reshape")
+    # dist2bbox (xywh) with anchor points at cell centres, then the stride
+    g.node("Split", [dist, g.init("lt_rb", np.array([2, 2], np.int64))], "dist_split", n_out=2, axis=1)
+    ys, xs = np.meshgrid(np.arange(hw // stride), np.arange(hw // stride), indexing="ij")
+    anchors = g.init("anchors", (np.stack([xs.ravel(), ys.ravel()])[None] + 0.5).astype(np.float32))
+    x1y1 = g.node("Sub", [anchors, "dist_split_0"], "box_x1y1")
+    x2y2 = g.node("Add", [anchors, "dist_split_1"], "box_x2y2")
+    cxy = g.node("Mul", [g.node("Add", [x1y1, x2y2], "box_xy_sum"), g.init("half", np.array(0.5, np.float32))],
+                 "box_cxy")
+    wh = g.node("Sub", [x2y2, x1y1], "box_wh")
+    box = g.node("Concat", [cxy, wh], "box_xywh", axis=1)
+    box = g.node("Mul", [box, g.init("stride", np.array(float(stride), np.float32))], "box_stride")
+    boxes = g.node("Transpose", [box], "boxes", perm=[0, 2, 1])
+    # GFLv2 distribution-guided quality: top-4 probabilities and their mean per side -> 2 1x1 convs -> sigmoid
+    g.node("TopK", [prob, g.init("k", np.array([4], np.int64))], "dgqp_topk", n_out=2, axis=1)
+    mean = g.node("ReduceMean", ["dgqp_topk_0"], "dgqp_mean", axes=[1], keepdims=1)
+    stat = g.node("Concat", ["dgqp_topk_0", mean], "dgqp_stat", axis=1)
+    side = hw // stride
+    stat = g.node("Reshape", [stat, g.init("stat_shape", np.array([1, 20, side, side], np.int64))], "dgqp_reshape")
+    q = conv(stat, "dgqp_fc1", 20, 32, k=1)
+    q = g.node("Conv", [q, g.weight("dgqp_fc2.w", (1, 32, 1, 1), 0.5),
+                        g.init("dgqp_fc2.b", np.full(1, 2.0, np.float32))], "dgqp_fc2")
+    quality = g.node("Sigmoid", [q], "dgqp_sigmoid")
+    s = g.node("Mul", [g.node("Sigmoid", [cls], "cls_sigmoid"), quality], "score_quality")
+    s = g.node("Reshape", [s, g.init("score_shape", np.array([1, n_cls, n], np.int64))], "score_reshape")
+    scores = g.node("Transpose", [s], "scores", perm=[0, 2, 1])
+    model = g.model("dfl_detection_head", [("image", [1, 3, hw, hw])], [(boxes, [1, n, 4]), (scores, [1, n, n_cls])])
+    return model, feed, ["dfl_exp"]
+
+
 def healthy_mlp() -> Built:
     """x[4,64] -> five linear layers (small weights) -> LayerNorm -> Softmax: survives FP16. No culprits."""
     g, d = _G(4), 64
@@ -177,4 +271,5 @@ def healthy_mlp() -> Built:
     return g.model("healthy_mlp", [("x", [4, d])], [(y, [4, 10])]), _feed("x", (4, d), 14), []
 
 
-ALL_BUILDERS = (large_activation_before_norm, attention_logits_overflow, detection_head_exp, healthy_mlp)
+ALL_BUILDERS = (large_activation_before_norm, attention_logits_overflow, detection_head_exp, dfl_detection_head,
+                healthy_mlp)

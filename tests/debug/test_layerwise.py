@@ -4,10 +4,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fp16_models import (  # type: ignore[import-not-found]
+from fp16_models import (  # type: ignore[import-not-found, unused-ignore]
     Built,
     attention_logits_overflow,
     detection_head_exp,
+    dfl_detection_head,
     healthy_mlp,
     large_activation_before_norm,
 )
@@ -15,7 +16,8 @@ from fp16_models import (  # type: ignore[import-not-found]
 from enginekit.debug import layerwise_diff, plot_error_growth
 
 
-@pytest.mark.parametrize("build", [large_activation_before_norm, attention_logits_overflow, detection_head_exp])
+@pytest.mark.parametrize("build", [large_activation_before_norm, attention_logits_overflow, detection_head_exp,
+                                   dfl_detection_head])
 def test_first_bad_tensor_is_the_culprit(build: Callable[[], Built], tmp_path: Path) -> None:
     model, feed, culprits = build()
     result = layerwise_diff(model, feed, precision="fp16", chunk_size=8)

@@ -5,9 +5,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from fp16_models import (  # type: ignore[import-not-found]
+from fp16_models import (  # type: ignore[import-not-found, unused-ignore]
     attention_logits_overflow,
     detection_head_exp,
+    dfl_detection_head,
     healthy_mlp,
     large_activation_before_norm,
 )
@@ -49,7 +50,8 @@ def test_observe_values_match_arrays() -> None:
     np.testing.assert_array_equal(arrays["sq"], [90000.0, 1.0, 4.0])
 
 
-@pytest.mark.parametrize("build", [large_activation_before_norm, attention_logits_overflow, detection_head_exp])
+@pytest.mark.parametrize("build", [large_activation_before_norm, attention_logits_overflow, detection_head_exp,
+                                   dfl_detection_head])
 def test_ranges_rank_planted_culprit_first(build: object) -> None:
     model, feed, culprits = build()  # type: ignore[operator]
     report = analyze_ranges(model, feed, precision="fp16")

@@ -188,3 +188,45 @@ def test_bad_feeds_given_to_the_quantizer() -> None:
         quantize_qdq(digits.onnx_path(), [{"x": np.zeros((2, 1, 8, 8))}], preprocess=False)
     with pytest.raises(FeedError, match="No calibration feeds"):
         quantize_qdq(digits.onnx_path(), [], method="entropy", preprocess=False)
+
+
+def test_opset_11_model_gets_valid_per_channel_qdq(ocr_cls_model: Path) -> None:
+    """DequantizeLinear has 'axis' from opset 13: an opset-11 model (PaddleOCR's classifier) is converted
+    first, else onnxruntime rejects the quantized model ("Unrecognized attribute: axis")."""
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.random((2, 3, 48, 192), dtype=np.float32)} for _ in range(2)]
+    q = quantize_qdq(ocr_cls_model, feeds)
+    assert q.per_channel and "opset 11 -> 13" in q.preprocess
+    model = q.load()
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    ort.InferenceSession(q.source, providers=["CPUExecutionProvider"]).run(None, feeds[0])
+
+
+def test_exclusions_follow_preprocessing_fusions() -> None:
+    """quant_pre_process fuses MatMul + Add into Gemm 'NAME/MatMulAddFusion': excluding the MatMul by its
+    original name must leave the fused Gemm unquantized."""
+    from onnx import helper
+
+    from enginekit.graph.quantize import Quantizer
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    x = "x"
+    for i in range(3):
+        inits += [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"], name=f"fc{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"add{i}")]
+        x = f"a{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [4, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    feeds = [{"x": rng.standard_normal((4, 8)).astype(np.float32)}]
+    with Quantizer(model, feeds) as quantizer:
+        full = quantizer.quantize()
+        partial = quantizer.quantize(["fc1"])
+        assert quantizer.map_excluded(["fc1"]) == ["fc1/MatMulAddFusion"]
+    assert full.quantized_nodes == 3 and partial.quantized_nodes == 2
+    assert partial.not_quantized == ("fc1/MatMulAddFusion",)
+    assert partial.calibration_feeds == 1  # calibrated once, for the first model

@@ -20,7 +20,7 @@ Profiles: --profile x:1x3x32x32:1x3x192x192:1x3x1472x1224 (NAME:MIN:OPT:MAX) for
 repeating an input name starts the next profile. --profile-from feeds.npz|DIR derives one from real data.
 Precision: TensorRT 10 uses builder flags (weak typing); TensorRT 11 and TensorRT-RTX are strongly typed,
 so enginekit converts the ONNX first (FP16/BF16 keeping IO types and the --precision-plan's FP32 nodes,
-or INT8 Q/DQ from --calib-data, checked on CPU against FP32).
+or INT8 Q/DQ from --calib-data without an INT8 plan's nodes, checked on CPU against FP32).
 """
 
 
@@ -41,8 +41,9 @@ def build(
     profile_from: Annotated[Path | None, typer.Option("--profile-from", help="Derive a profile from feeds "
                             "(.npz or a folder of .npz).", show_default=False)] = None,
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16, bf16, int8 or best.")] = "fp32",
-    precision_plan: Annotated[Path | None, typer.Option("--precision-plan", help="plan.json: ONNX nodes kept in "
-                              "FP32.", show_default=False)] = None,
+    precision_plan: Annotated[Path | None, typer.Option("--precision-plan", help="plan.json from `enginekit "
+                              "debug precision`: ONNX nodes kept in FP32 (fp16/bf16), or left out of INT8 "
+                              "quantization (int8).", show_default=False)] = None,
     calib_data: Annotated[Path | None, typer.Option("--calib-data", help="INT8 calibration feeds (.npz or "
                           "folder).", show_default=False)] = None,
     calib_method: Annotated[str, typer.Option("--calib-method", help="minmax or entropy.")] = "minmax",

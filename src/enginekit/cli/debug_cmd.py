@@ -1,4 +1,4 @@
-"""`enginekit debug precision MODEL`: search the FP32 islands that make an FP16/BF16 model pass."""
+"""`enginekit debug precision MODEL`: search the FP32 islands that make an FP16/BF16/INT8 model pass."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from enginekit.cli.common import (
 )
 
 debug_app = typer.Typer(
-    help="Precision debugger: find the nodes that must stay FP32 in an FP16/BF16 model.",
+    help="Precision debugger: find the nodes that must stay FP32 in an FP16/BF16/INT8 model.",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -31,7 +31,19 @@ debug_app = typer.Typer(
 @debug_app.command("precision")
 def precision(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="FP32 ONNX model file.")],
-    precision: Annotated[str, typer.Option("--precision", help="Target precision: fp16 or bf16.")] = "fp16",
+    precision: Annotated[str, typer.Option("--precision", help="Target precision: fp16, bf16 or int8 (Q/DQ with "
+                         "TensorRT's settings; the plan lists nodes left out of quantization).")] = "fp16",
+    backend: Annotated[str | None, typer.Option("--backend", "-b", help="Runs the candidates: onnx-reference "
+                       "(onnx's reference evaluator: every value rounded to its type; default for fp16/bf16) or "
+                       "ort (onnxruntime CPU: real INT8 kernels, default for int8; hides fp16 overflow).",
+                       show_default=False)] = None,
+    reference: Annotated[str, typer.Option("--reference", help="Reference: fp32 (onnxruntime) or fp64 (the model "
+                         "widened to float64 in onnx's reference evaluator; small models).")] = "fp32",
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="int8: calibration feeds (.npz or a "
+                           "folder of them); default: the debug feeds themselves (optimistic).",
+                           show_default=False)] = None,
+    calib_method: Annotated[str, typer.Option("--calib-method", help="int8: minmax, entropy or percentile.")]
+    = "minmax",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the fixed low-precision .onnx here.",
                                                 show_default=False)] = None,
     plan_path: Annotated[Path | None, typer.Option("--plan", help="Write the precision plan (plan.json) here.",
@@ -56,30 +68,44 @@ def precision(
     as_json: JsonOpt = False,
 ) -> None:
     """Find a small set of FP32 islands (range analysis, bisection, greedy shrink); write the plan and model."""
+    from enginekit.debug.execute import check_backend, default_backend, make_reference
     from enginekit.debug.fix import command_check, find_fp32_islands, range_analysis_initial
     from enginekit.errors import InvalidArgumentError
     from enginekit.fileutil import atomic_write_bytes
     from enginekit.graph.io import input_specs
     from enginekit.graph.load import load_model
-    from enginekit.graph.precision import PRECISIONS, save_plan
+    from enginekit.graph.precision import PLAN_PRECISIONS, save_plan
+    from enginekit.graph.quantize import METHODS, load_calibration_feeds
     from enginekit.multirun import prepare_feed
 
-    if precision not in PRECISIONS:
-        raise InvalidArgumentError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if precision not in PLAN_PRECISIONS:
+        raise InvalidArgumentError(f"--precision {precision!r}: choose one of {', '.join(PLAN_PRECISIONS)}.")
     if max_evaluations < 2:
         raise InvalidArgumentError(f"--max-evaluations {max_evaluations}: must be >= 2.")
+    if calib_method not in METHODS:
+        raise InvalidArgumentError(f"--calib-method {calib_method!r}: choose one of {', '.join(METHODS)}.")
+    if precision != "int8" and calibration is not None:
+        raise InvalidArgumentError("--calibration applies to --precision int8 only.")
+    backend = check_backend(backend or default_backend(precision))
     compare = common.compare_settings(atol, rtol, check_error_stat, True)
     feeds_settings = common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite)
     onnx_model = load_model(model)
-    feed = prepare_feed(input_specs(onnx_model), feeds_settings)
-    initial = [] if no_ranges else range_analysis_initial(onnx_model, [feed], precision)
+    specs = input_specs(onnx_model)
+    feed = prepare_feed(specs, feeds_settings)
+    calib = load_calibration_feeds(calibration, specs) if calibration is not None else None
+    ref = make_reference(onnx_model, reference)
+    initial = [] if no_ranges else range_analysis_initial(onnx_model, [feed], precision, ref)
     result = find_fp32_islands(onnx_model, [feed], precision, initial=[n for n, _ in initial],
                                initial_reasons=dict(initial), compare=compare,
                                check=command_check(check) if check is not None else None,
-                               max_evaluations=max_evaluations)
+                               max_evaluations=max_evaluations, backend=backend, reference=ref,
+                               calibration=calib, calib_method=calib_method)
     doc = result.to_dict()
     doc["model"] = str(model)
     doc["range_analysis"] = [{"node": n, "reason": r} for n, r in initial]
+    if precision == "int8" and calibration is None:
+        doc["warning"] = ("Calibrated on the debug feeds themselves: pass --calibration with real samples for "
+                          "ranges that match deployment.")
     if result.passed:
         if plan_path is not None:
             save_plan(result.plan, plan_path)
@@ -89,7 +115,7 @@ def precision(
             doc["output"] = str(output)
     if report is not None:
         doc["report"] = str(report)
-        write_debug_report(report, doc, result, onnx_model, feed, precision)
+        write_debug_report(report, doc, result, onnx_model, feed, precision, ref)
     if as_json:
         common.print_json(doc)
     else:
@@ -97,8 +123,10 @@ def precision(
     common.exit_with(result.exit_code)
 
 
-def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: Any, feed: Any, precision: str) -> None:
+def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: Any, feed: Any, precision: str,
+                       reference: Any = None) -> None:
     """The report a person reads: which nodes and why, what was recovered, and where the error grows."""
+    from enginekit.debug.execute import Executor
     from enginekit.debug.layerwise import layerwise_diff, plot_error_growth
     from enginekit.fileutil import atomic_write_bytes
     from enginekit.graph.precision import save_plan
@@ -106,7 +134,8 @@ def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: An
     from enginekit.report.writer import write_report
 
     folder.mkdir(parents=True, exist_ok=True)
-    layers = layerwise_diff(model, feed, precision=precision)
+    layers = layerwise_diff(model, feed, precision=precision, candidate=result.all_low_model,
+                            executor=Executor(result.runs["candidates"]["backend"]), reference=reference)
     plot = folder / "error_growth.png"
     try:
         plot_error_growth(layers, plot)
@@ -118,6 +147,11 @@ def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: An
     data = {"kind": "debug-precision", **doc, "layerwise": layers.to_dict()}
     before, after = doc.get("before") or {}, doc.get("after") or {}
     rows = [[e.node, e.reason] for e in result.plan.keep_fp32]
+    kept_what = "Nodes left out of INT8 quantization" if precision == "int8" else "Nodes kept in FP32"
+    ran = doc.get("runs") or {}
+    runs_line = (f"- candidates run by {ran.get('candidates', {}).get('backend')}; reference "
+                 f"{ran.get('reference', {}).get('precision')} in {ran.get('reference', {}).get('backend')}"
+                 + (f"; quantization: {ran['quantization']}" if "quantization" in ran else "") + "\n")
     bad = layers.first_bad
     worst = sorted((r for r in layers.rows if not r.passed), key=lambda r: -(r.max_abs_err or 0))[:15]
     verdict = "PASSED" if result.passed else "FAILED"
@@ -128,11 +162,12 @@ def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: An
         f"- all {precision}: {all_low} (max abs err {fmt(before.get('max_abs_err'))}, "
         f"{before.get('nonfinite', 0)} NaN/Inf); with the plan: {planned} (max abs err "
         f"{fmt(after.get('max_abs_err'))})\n"
-        f"- FP32 nodes kept: {result.kept} of {result.total_nodes} ({100 * result.fp32_flops_fraction:.1f}% of FLOPs); "
+        f"- {kept_what}: {result.kept} of {result.total_nodes} ({100 * result.fp32_flops_fraction:.1f}% of FLOPs); "
         f"everything after the first bad layer would be {result.baseline_nodes}\n"
         f"- first tensor outside tolerance in the all-{precision} model: {bad.tensor if bad else 'none'}"
-        f"{f' ({bad.op_type} {bad.node})' if bad else ''}\n- evaluations: {result.evaluations}\n\n"
-        "## Nodes kept in FP32\n\n" + (table(["node", "reason"], rows) if rows else "_None: the model survives._\n")
+        f"{f' ({bad.op_type} {bad.node})' if bad else ''}\n- evaluations: {result.evaluations}\n" + runs_line
+        + (f"- warning: {doc['warning']}\n" if doc.get("warning") else "") + "\n"
+        f"## {kept_what}\n\n" + (table(["node", "reason"], rows) if rows else "_None: the model survives._\n")
         + "\n## Worst tensors in the all-low-precision model (topological diff)\n\n"
         + table(["tensor", "op", "max abs", "max rel", "cosine", "NaN", "Inf"],
                 [[r.tensor, r.op_type, r.max_abs_err, r.max_rel_err, r.cosine, r.nan_candidate, r.inf_candidate]
@@ -160,7 +195,8 @@ def render(doc: dict[str, Any]) -> None:
     from enginekit.cli.common import out
 
     entries = doc["plan"]["keep_fp32"]
-    t = Table("node", "reason", "evidence", title=f"FP32 islands for {escape(doc['model'])} "
+    what = "Left out of INT8 quantization" if doc["precision"] == "int8" else "FP32 islands"
+    t = Table("node", "reason", "evidence", title=f"{what} for {escape(doc['model'])} "
               f"({doc['precision']})", title_justify="left")
     for e in entries:
         ev = e["evidence"]
@@ -175,8 +211,11 @@ def render(doc: dict[str, Any]) -> None:
     base = doc["baseline"]
     vs = (f" vs {base['nodes']} for everything after the first bad layer ({escape(str(base['first_bad_node']))})"
           if base["nodes"] is not None else "")
-    out.print(f"{doc['kept']} FP32 nodes{vs}, of {doc['total_nodes']}; "
-              f"{doc['fp32_flops_fraction']:.1%} of FLOPs in FP32; {doc['evaluations']} evaluations.")
+    if doc.get("warning"):
+        out.print(f"[yellow]warning:[/] {escape(doc['warning'])}")
+    kind = "unquantized" if doc["precision"] == "int8" else "FP32"
+    out.print(f"{doc['kept']} {kind} nodes{vs}, of {doc['total_nodes']}; "
+              f"{doc['fp32_flops_fraction']:.1%} of FLOPs in {kind}; {doc['evaluations']} evaluations.")
     for key, what in (("plan_path", "plan"), ("output", "fixed model")):
         if key in doc:
             out.print(f"wrote {what}: {escape(doc[key])}")

@@ -1,10 +1,11 @@
 """Fix search of the precision debugger: the smallest set of FP32 islands that makes a low-precision model pass.
 
-:func:`find_fp32_islands` converts the model with :func:`enginekit.graph.precision.convert_precision` under
-candidate plans, runs every candidate with onnx's ReferenceEvaluator (see :func:`run_onnx`) on the feeds and
-compares its final outputs with the FP32 model's (scale-aware tolerances of
-:func:`enginekit.pipeline.settings_for_precision`, and no NaN/Inf), or asks a user ``check`` instead
-(Polygraphy's ``--check``). The search:
+:func:`find_fp32_islands` makes a candidate model for each plan (:mod:`enginekit.debug.candidates`: fp16/bf16
+conversion with the plan's nodes in FP32, or INT8 Q/DQ with the plan's nodes left out of quantization), runs
+it on the feeds with the chosen backend (:mod:`enginekit.debug.execute`: onnx's reference evaluator by default
+for fp16/bf16, onnxruntime for int8) and compares its final outputs with the reference's (FP32, or float64;
+scale-aware tolerances of :func:`enginekit.pipeline.settings_for_precision`, and no NaN/Inf), or asks a user
+``check`` instead (Polygraphy's ``--check``). The search:
 
 1. all nodes in the low precision passes -> empty plan;
 2. the ``initial`` nodes (range analysis) kept in FP32; if that fails, bisection over the topological order
@@ -29,14 +30,23 @@ from typing import Any
 import numpy as np
 import onnx
 
-from enginekit.compare import CompareResult, CompareSettings, compare_arrays, compare_outputs, json_safe
+from enginekit.compare import CompareResult, CompareSettings, compare_outputs, json_safe
+from enginekit.debug.candidates import (
+    Candidates,
+    FloatCandidates,
+    GraphFacts,
+    Int8Candidates,
+    first_bad_node,
+    graph_facts,
+    run_onnx,
+)
+from enginekit.debug.execute import Executor, Reference, check_backend, default_backend, describe, make_reference
 from enginekit.errors import InvalidArgumentError
-from enginekit.graph.precision import PlanEntry, PrecisionPlan, convert_precision
+from enginekit.graph.precision import PLAN_PRECISIONS, PlanEntry, PrecisionPlan
 
 log = logging.getLogger(__name__)
 
-Feed = dict[str, np.ndarray]
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+__all__ = ["Evaluation", "FixResult", "command_check", "find_fp32_islands", "range_analysis_initial", "run_onnx"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ class FixResult:
     """The plan found, the fixed model, and the numbers that show what it costs and what it saves."""
 
     plan: PrecisionPlan
-    model: onnx.ModelProto  # the input model converted with ``plan`` (float32 inputs/outputs kept)
+    model: onnx.ModelProto  # the input model converted (fp16/bf16) or quantized (int8) with ``plan``; IO kept
     passed: bool
     before: Evaluation  # every node in the low precision
     after: Evaluation  # with the plan
@@ -83,6 +93,8 @@ class FixResult:
     message: str = ""
     unnamed_nodes: int = 0
     trace: list[dict[str, Any]] = field(default_factory=list)
+    runs: dict[str, Any] = field(default_factory=dict)  # how candidates and the reference ran
+    all_low_model: onnx.ModelProto | None = None  # every node in the low precision (the layerwise diff's)
 
     @property
     def kept(self) -> int:
@@ -99,42 +111,12 @@ class FixResult:
             "evaluations": self.evaluations, "fp32_flops_fraction": self.fp32_flops_fraction,
             "baseline": {"first_bad_node": self.baseline_first_bad, "nodes": self.baseline_nodes},
             "before": self.before.to_dict(), "after": self.after.to_dict(), "unnamed_nodes": self.unnamed_nodes,
-            "trace": self.trace,
+            "trace": self.trace, "runs": self.runs,
         })
         return doc
 
 
-# --- running ------------------------------------------------------------------------------------
-
-
-def run_onnx(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], precision: str = "fp32") -> Feed:
-    """Outputs of ``model`` on ``feed``: onnxruntime CPU for fp32; onnx's ReferenceEvaluator for fp16/bf16.
-
-    onnxruntime CPU is no fp16 emulator: it runs fp16 nodes without CPU kernels in float32 and removes the
-    Cast pairs between them, so an fp16 overflow between two such nodes never happens there. The reference
-    evaluator computes each node in numpy in the tensor's own type (fp16, or bf16 through ml_dtypes), so every
-    value is rounded to the low type as a strongly typed engine stores it.
-    """
-    if precision in ("fp16", "bf16"):
-        from onnx.reference import ReferenceEvaluator
-
-        from enginekit.backends.onnx_reference import inference_batchnorm_ops
-
-        with np.errstate(all="ignore"):
-            # the same BatchNormalization fix as the onnx-reference backend (opsets 9-13 are inference-only)
-            sess = ReferenceEvaluator(model, new_ops=inference_batchnorm_ops(model) or None)
-            names = [o.name for o in model.graph.output]
-            values = sess.run(names, dict(feed))
-        return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
-    from enginekit.deps import require
-
-    ort = require("onnxruntime", purpose="to run the FP32 reference")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    ort_sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    out_names = [o.name for o in ort_sess.get_outputs()]
-    outs = ort_sess.run(out_names, dict(feed))
-    return {n: np.asarray(v) for n, v in zip(out_names, outs, strict=True)}
+# --- checks ------------------------------------------------------------------------------------
 
 
 def command_check(command: str, *, timeout: float = 600.0) -> Callable[[onnx.ModelProto], bool]:
@@ -162,154 +144,14 @@ def command_check(command: str, *, timeout: float = 600.0) -> Callable[[onnx.Mod
     return check
 
 
-# --- graph facts --------------------------------------------------------------------------------
-
-
-def _with_feed_shapes(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> onnx.ModelProto:
-    from enginekit.graph.passes import infer_shapes
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for vi in m.graph.input:
-        if feed and vi.name in feed and vi.type.HasField("tensor_type"):
-            shape = vi.type.tensor_type.shape
-            shape.ClearField("dim")
-            for d in np.asarray(feed[vi.name]).shape:
-                shape.dim.add().dim_value = int(d)
-    try:
-        return infer_shapes(m, strict=False)
-    except Exception as exc:  # noqa: BLE001 - FLOPs and types then come from what the model declares
-        log.warning("shape inference failed (%s); FLOP estimates may be rough", exc)
-        return m
-
-
-def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    g = model.graph
-    infos = {vi.name: vi.type for vi in (*g.value_info, *g.input, *g.output)}
-    for t in g.initializer:
-        tp = onnx.TypeProto()
-        tp.tensor_type.elem_type = t.data_type
-        for d in t.dims:
-            tp.tensor_type.shape.dim.add().dim_value = d
-        infos[t.name] = tp
-    return infos
-
-
-def _elem(tp: onnx.TypeProto | None) -> int:
-    return tp.tensor_type.elem_type if tp is not None and tp.HasField("tensor_type") else 0
-
-
-def _dims(tp: onnx.TypeProto | None) -> list[int] | None:
-    if tp is None or not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
-        return None
-    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tp.tensor_type.shape.dim]
-    return None if any(d < 0 for d in dims) else dims
-
-
-def _flops(node: onnx.NodeProto, infos: Mapping[str, onnx.TypeProto]) -> float:
-    """2*M*N*K for MatMul/Gemm, 2*out*(Cin/group*kernel) for Conv, else the output elements."""
-    out = _dims(infos.get(node.output[0])) if node.output else None
-    out_elems = float(np.prod(out)) if out is not None else 1.0
-    ins = [_dims(infos.get(v)) if v else None for v in node.input]
-    if node.op_type in ("MatMul", "Gemm") and ins and ins[0]:
-        a = ins[0]
-        trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-        k = a[0] if node.op_type == "Gemm" and trans_a and len(a) == 2 else a[-1]
-        return 2.0 * out_elems * k
-    if node.op_type == "Conv" and len(ins) > 1 and ins[1]:
-        return 2.0 * out_elems * float(np.prod(ins[1][1:]))
-    return out_elems
-
-
-@dataclass(frozen=True)
-class _Graph:
-    order: list[str]  # named nodes with float compute, topological order
-    flops: dict[str, float]
-    total_flops: float
-    unnamed: int
-
-
-def _graph_facts(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None) -> _Graph:
-    inferred = _with_feed_shapes(model, feed)
-    infos = _value_infos(inferred)
-    order: list[str] = []
-    flops: dict[str, float] = {}
-    unnamed = 0
-    for node in inferred.graph.node:
-        if node.op_type == "Constant":
-            continue
-        floats = any(_elem(infos.get(v)) in _FLOAT_TYPES for v in (*node.input, *node.output) if v)
-        if not floats:
-            continue
-        if not node.name:
-            unnamed += 1
-            continue
-        if node.name not in flops:
-            order.append(node.name)
-            flops[node.name] = _flops(node, infos)
-    return _Graph(order, flops, sum(flops.values()) or 1.0, unnamed)
-
-
-# --- baseline -----------------------------------------------------------------------------------
-
-
-def _with_all_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    infos = _value_infos(_with_feed_shapes(m, None))
-    present = {o.name for o in m.graph.output}
-    for name in names:
-        elem = _elem(infos.get(name))
-        if name not in present and elem:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
-            present.add(name)
-    return m
-
-
-def first_bad_node(model: onnx.ModelProto, converted: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]],
-                   precision: str, order: Sequence[str], compare: CompareSettings | None) -> str | None:
-    """The first node (topological order) whose low-precision output has NaN/Inf the FP32 one lacks, or fails
-    the scale-aware comparison; None when no node output can be told apart."""
-    from enginekit.pipeline import settings_for_precision
-
-    wanted = set(order)
-    node_outputs: list[tuple[str, list[str]]] = [(str(n.name), [str(v) for v in n.output if v])
-                                                 for n in model.graph.node if n.name in wanted]
-    values = [v for _, outs in node_outputs for v in outs]
-    try:
-        ref_model, low_model = _with_all_outputs(model, values), _with_all_outputs(converted, values)
-        refs = [run_onnx(ref_model, f) for f in feeds]
-        lows = [run_onnx(low_model, f, precision) for f in feeds]
-    except Exception as exc:  # noqa: BLE001 - the baseline is informative only
-        log.info("baseline (first bad layer) not measured: %s", exc)
-        return None
-    base = compare or CompareSettings()
-    for name, outs in node_outputs:
-        for v in outs:
-            for ref, low in zip(refs, lows, strict=True):
-                if v not in ref or v not in low:
-                    continue
-                r, c = ref[v], low[v]
-                if not np.issubdtype(r.dtype, np.floating):
-                    continue
-                c32 = c.astype(np.float32)
-                if int((~np.isfinite(c32)).sum()) > int((~np.isfinite(r)).sum()):
-                    return name
-                settings = settings_for_precision(replace(base, atol=replace(base.atol, per_output=()),
-                                                          rtol=replace(base.rtol, per_output=())),
-                                                  precision, {v: r})
-                if r.shape == c32.shape and not compare_arrays(v, r, c32, settings).passed:
-                    return name
-    return None
-
-
 # --- search -------------------------------------------------------------------------------------
 
 
 def range_analysis_initial(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]],
-                           precision: str) -> list[tuple[str, str]]:
+                           precision: str, reference: Reference | None = None) -> list[tuple[str, str]]:
     """Ranked (node, reason), most risky first, from :func:`enginekit.debug.ranges.analyze_ranges` on every
-    feed; [] when range analysis is unavailable or fails (the search then starts from bisection)."""
+    feed (observed with ``reference``, FP32 onnxruntime by default); [] when range analysis is unavailable or
+    fails (the search then starts from bisection)."""
     try:
         from enginekit.debug.ranges import analyze_ranges
     except ImportError:
@@ -317,7 +159,7 @@ def range_analysis_initial(model: onnx.ModelProto, feeds: Sequence[Mapping[str, 
     best: dict[str, tuple[float, str]] = {}
     for feed in feeds:
         try:
-            report = analyze_ranges(model, feed, precision=precision)
+            report = analyze_ranges(model, feed, precision=precision, reference=reference)
         except Exception as exc:  # noqa: BLE001 - range analysis is a hint; the search works without it
             log.warning("range analysis failed (%s); searching without it", exc)
             return []
@@ -328,19 +170,19 @@ def range_analysis_initial(model: onnx.ModelProto, feeds: Sequence[Mapping[str, 
 
 
 class _Search:
-    def __init__(self, model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]], precision: str,
-                 compare: CompareSettings | None, check: Callable[[onnx.ModelProto], bool] | None,
-                 max_evaluations: int) -> None:
+    def __init__(self, candidates: Candidates, executor: Executor, reference: Reference,
+                 feeds: Sequence[Mapping[str, np.ndarray]], compare: CompareSettings | None,
+                 check: Callable[[onnx.ModelProto], bool] | None, max_evaluations: int) -> None:
         from enginekit.pipeline import settings_for_precision
 
-        self.model, self.feeds, self.precision, self.check = model, feeds, precision, check
+        self.candidates, self.executor, self.reference = candidates, executor, reference
+        self.feeds, self.precision, self.check = feeds, candidates.precision, check
         self.max_evaluations = max_evaluations
         self.cache: dict[frozenset[str], Evaluation] = {}
+        self.models: dict[frozenset[str], onnx.ModelProto] = {}
         self.trace: list[dict[str, Any]] = []
-        self.refs: list[Feed] = []
-        self.settings: list[CompareSettings] = []
-        self.refs = [run_onnx(model, f) for f in feeds]
-        self.settings = [settings_for_precision(compare or CompareSettings(), precision, r) for r in self.refs]
+        self.refs = [reference.run(f) for f in feeds]
+        self.settings = [settings_for_precision(compare or CompareSettings(), self.precision, r) for r in self.refs]
 
     @property
     def count(self) -> int:
@@ -354,11 +196,19 @@ class _Search:
         return PrecisionPlan(self.precision, tuple((entries or {}).get(n, PlanEntry(n)) for n in sorted(keep)),
                              source="enginekit debug precision")
 
+    def make(self, keep: frozenset[str]) -> onnx.ModelProto:
+        """The candidate model of a plan (the latest few kept: the report re-uses before/after)."""
+        if keep not in self.models:
+            if len(self.models) > 4:
+                self.models.pop(next(iter(self.models)))
+            self.models[keep] = self.candidates.make(self.plan(keep) if keep else None)
+        return self.models[keep]
+
     def measure(self, keep: frozenset[str], converted: onnx.ModelProto) -> Evaluation:
         comparisons: list[CompareResult] = []
         nonfinite = 0
         for feed, ref, settings in zip(self.feeds, self.refs, self.settings, strict=True):
-            cand = run_onnx(converted, feed, self.precision)
+            cand = self.executor.run(converted, feed)
             nonfinite += sum(int((~np.isfinite(v)).sum()) for v in cand.values()
                              if np.issubdtype(v.dtype, np.floating))
             comparisons.append(compare_outputs(ref, cand, settings, check_names=False))
@@ -372,7 +222,7 @@ class _Search:
         if self.exhausted:
             return Evaluation(key, False, error="evaluation budget exhausted (not run)")
         try:
-            converted = convert_precision(self.model, self.precision, self.plan(key)).model
+            converted = self.make(key)
             if self.check is not None:
                 ok = self.check(converted)
                 result = Evaluation(key, ok, error="" if ok else "check command failed")
@@ -456,27 +306,53 @@ def find_fp32_islands(
     compare: CompareSettings | None = None,
     check: Callable[[onnx.ModelProto], bool] | None = None,
     max_evaluations: int = 200,
+    backend: str | None = None,
+    reference: str | Reference = "fp32",
+    calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
+    calib_method: str = "minmax",
 ) -> FixResult:
-    """Search the FP32 islands that make ``model`` pass in ``precision`` (see the module doc).
+    """Search the FP32 islands that make ``model`` pass in ``precision`` (fp16, bf16 or int8; module doc).
 
     ``initial``: ranked risky node names (most risky first), e.g. from range analysis; ``initial_reasons``
-    their reasons. ``check`` replaces the output comparison (True = good). Raises InvalidArgumentError for
-    bad arguments.
+    their reasons. ``check`` replaces the output comparison (True = good). ``backend`` runs the candidates
+    (``onnx-reference`` or ``ort``; default per precision, see :func:`enginekit.debug.execute.default_backend`);
+    ``reference``: "fp32" (onnxruntime) or "fp64" (float64 in the reference evaluator). int8: ``calibration``
+    feeds (default: ``feeds``) and ``calib_method`` calibrate the quantizer once. Raises InvalidArgumentError
+    for bad arguments.
     """
+    if precision not in PLAN_PRECISIONS:
+        raise InvalidArgumentError(f"precision {precision!r} is not one of {', '.join(PLAN_PRECISIONS)}.")
     if not feeds:
         raise InvalidArgumentError("find_fp32_islands needs at least one feed.")
     if max_evaluations < 2:
         raise InvalidArgumentError(f"max_evaluations must be >= 2, got {max_evaluations}.")
-    facts = _graph_facts(model, feeds[0])
+    executor = Executor(check_backend(backend or default_backend(precision)))
+    ref = reference if isinstance(reference, Reference) else make_reference(model, reference)
+    candidates: Candidates = (Int8Candidates(model, calibration or feeds, calib_method) if precision == "int8"
+                              else FloatCandidates(model, precision))
+    try:
+        return _find(model, feeds, candidates, executor, ref, initial, initial_reasons, compare, check,
+                     max_evaluations)
+    finally:
+        candidates.close()
+
+
+def _find(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], candidates: Candidates, executor: Executor,
+          ref: Reference, initial: Sequence[str], initial_reasons: Mapping[str, str] | None,
+          compare: CompareSettings | None, check: Callable[[onnx.ModelProto], bool] | None,
+          max_evaluations: int) -> FixResult:
+    precision = candidates.precision
+    facts = graph_facts(model, feeds[0], candidates.op_types)
     known = set(facts.order)
     unknown = [n for n in initial if n not in known]
     if unknown:
-        log.info("initial nodes without float compute or not in the model, ignored: %s", unknown[:10])
+        log.info("initial nodes a plan cannot keep (no float compute, not quantizable, or not in the model), "
+                 "ignored: %s", unknown[:10])
     reasons = dict(initial_reasons or {})
     ranked = [n for n in dict.fromkeys(initial) if n in known]
-    search = _Search(model, feeds, precision, compare, check, max_evaluations)
+    search = _Search(candidates, executor, ref, feeds, compare, check, max_evaluations)
 
-    before = search.evaluate(frozenset(), "all low precision")
+    before = search.evaluate(frozenset(), f"all {precision}")
     keep: list[str] = []
     origin: dict[str, str] = {}
     needed: dict[str, Evaluation] = {}
@@ -498,6 +374,39 @@ def find_fp32_islands(
             kept, needed = search.shrink(by_risk)
             keep = [n for n in facts.order if n in set(kept)]
     final = frozenset(keep) if ok else frozenset()
+    plan = _final_plan(search, facts, final, origin, needed, before)
+    fixed = search.make(final)
+    before_report = search.report_evaluation(frozenset(), search.make(frozenset()))
+    after_report = search.report_evaluation(final, fixed) if ok else before_report
+    baseline_node: str | None = None
+    baseline_count: int | None = None
+    if not before.passed and check is None:
+        all_low = search.make(frozenset())
+        named = [n.name for n in model.graph.node if n.name]
+        baseline_node = first_bad_node(model, ref, all_low, executor, feeds, precision, named, compare)
+        if baseline_node is not None:
+            baseline_count = facts.after(baseline_node)
+    frac = sum(facts.flops.get(n, 0.0) for n in final) / facts.total_flops
+    what = "left out of INT8 quantization" if precision == "int8" else "kept in FP32"
+    if before.passed:
+        message = f"The model already passes in {precision}: no FP32 islands needed."
+    elif ok:
+        vs = f" vs {baseline_count} for everything after the first bad layer" if baseline_count is not None else ""
+        message = (f"{len(final)} of {len(facts.order)} nodes {what}{vs} ({frac:.1%} of FLOPs), "
+                   f"found in {search.count} evaluations.")
+    else:
+        why = "the evaluation budget ran out" if search.exhausted else "even all-FP32 islands do not pass"
+        message = f"No plan passes within {search.count} evaluations ({why})."
+    runs = {"candidates": describe(executor), "reference": describe(ref)}
+    if isinstance(candidates, Int8Candidates):
+        runs["quantization"] = dict(candidates.info)
+    return FixResult(plan, fixed, ok, before_report, after_report, search.count, len(facts.order), frac,
+                     baseline_node, baseline_count, message, facts.unnamed, search.trace, runs,
+                     search.make(frozenset()))
+
+
+def _final_plan(search: _Search, facts: GraphFacts, final: frozenset[str], origin: Mapping[str, str],
+                needed: Mapping[str, Evaluation], before: Evaluation) -> PrecisionPlan:
     entries = {}
     for n in final:
         ev = needed.get(n)
@@ -511,27 +420,5 @@ def find_fp32_islands(
         evidence["max_abs_err_all_low"] = before.max_abs_err
         evidence["fp32_flops"] = facts.flops.get(n, 0.0)
         entries[n] = PlanEntry(n, reason, json_safe(evidence))
-    plan = PrecisionPlan(precision, tuple(entries[n] for n in facts.order if n in final),
+    return PrecisionPlan(search.precision, tuple(entries[n] for n in facts.order if n in final),
                          source="enginekit debug precision")
-    fixed = convert_precision(model, precision, plan).model
-    before_report = search.report_evaluation(frozenset(), convert_precision(model, precision).model)
-    after_report = search.report_evaluation(final, fixed) if ok else before_report
-    baseline_node: str | None = None
-    baseline_count: int | None = None
-    if not before.passed and check is None:
-        all_low = convert_precision(model, precision).model
-        baseline_node = first_bad_node(model, all_low, feeds, precision, facts.order, compare)
-        if baseline_node is not None:
-            baseline_count = len(facts.order) - facts.order.index(baseline_node)
-    frac = sum(facts.flops.get(n, 0.0) for n in final) / facts.total_flops
-    if before.passed:
-        message = f"The model already passes in {precision}: no FP32 islands needed."
-    elif ok:
-        vs = f" vs {baseline_count} for everything after the first bad layer" if baseline_count is not None else ""
-        message = (f"{len(final)} of {len(facts.order)} nodes kept in FP32{vs} ({frac:.1%} of FLOPs), "
-                   f"found in {search.count} evaluations.")
-    else:
-        why = "the evaluation budget ran out" if search.exhausted else "even all-FP32 islands do not pass"
-        message = f"No plan passes within {search.count} evaluations ({why})."
-    return FixResult(plan, fixed, ok, before_report, after_report, search.count, len(facts.order), frac,
-                     baseline_node, baseline_count, message, facts.unnamed, search.trace)

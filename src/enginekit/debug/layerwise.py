@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from enginekit.compare import CompareSettings, compare_arrays, json_safe
+from enginekit.debug.execute import Executor, Reference
 from enginekit.debug.observe import float_values, iter_chunks
 
 log = logging.getLogger(__name__)
@@ -62,17 +63,26 @@ class LayerwiseResult:
 
 def layerwise_diff(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, precision: str = "fp16",
                    candidate: onnx.ModelProto | None = None, plan: Any = None,
-                   settings: CompareSettings | None = None, chunk_size: int = 64) -> LayerwiseResult:
+                   settings: CompareSettings | None = None, chunk_size: int = 64,
+                   executor: Executor | None = None, reference: Reference | None = None) -> LayerwiseResult:
     """Compare every float tensor of ``model`` (FP32) with the same-named tensor of ``candidate``.
 
-    ``candidate`` defaults to ``convert_precision(model, precision, plan).model``. Tolerances: ``settings``
-    (default CompareSettings()) made precision-aware per tensor, scaled by that tensor's reference magnitude.
+    ``candidate`` defaults to ``convert_precision(model, precision, plan).model`` (int8: give the Q/DQ
+    model). ``executor`` runs the candidate (default: the reference evaluator for fp16/bf16, which rounds every
+value as a GPU engine does; onnxruntime, graph optimizations off, for int8);
+    ``reference`` the reference (default: FP32 in onnxruntime; its values are matched by name). Tolerances:
+    ``settings`` (default CompareSettings()) made precision-aware per tensor, scaled by that tensor's
+    reference magnitude.
     """
     from enginekit.pipeline import settings_for_precision
 
     if candidate is None:
         from enginekit.graph.precision import convert_precision
 
+        if precision == "int8":
+            from enginekit.errors import InvalidArgumentError
+
+            raise InvalidArgumentError("layerwise_diff for int8 needs the quantized candidate model.")
         candidate = convert_precision(model, precision, plan).model
     base = settings or CompareSettings()
     cand_values = {v.name: v for v in float_values(candidate)}
@@ -80,9 +90,15 @@ def layerwise_diff(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, pr
     common = [v for v in ref_values if v.name in cand_values]
     skipped = [v.name for v in ref_values if v.name not in cand_values]
     rows: list[LayerRow] = []
-    cand_chunks = iter_chunks(candidate, feed, [cand_values[v.name] for v in common], chunk_size)
-    for ref_pairs, cand_pairs in zip(iter_chunks(model, feed, common, chunk_size), cand_chunks, strict=True):
-        for (value, ref), (_, cand) in zip(ref_pairs, cand_pairs, strict=True):
+    from enginekit.debug.execute import default_backend
+
+    observing = Executor(executor.backend if executor is not None else default_backend(precision), observing=True)
+    cand_chunks = iter_chunks(candidate, feed, [cand_values[v.name] for v in common], chunk_size, observing)
+    ref_model, ref_run = (reference.model, reference.executor) if reference is not None else (model, None)
+    ref_chunks = iter_chunks(ref_model, feed, common, chunk_size, ref_run)
+    for ref_pairs, cand_pairs in zip(ref_chunks, cand_chunks, strict=True):
+        for (value, ref_raw), (_, cand) in zip(ref_pairs, cand_pairs, strict=True):
+            ref = np.asarray(ref_raw).astype(np.float32) if ref_raw.dtype == np.float64 else ref_raw
             cand32 = np.asarray(cand).astype(np.float32)
             tol = settings_for_precision(base, precision, {value.name: ref})
             c = compare_arrays(value.name, ref, cand32, tol)

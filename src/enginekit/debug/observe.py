@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto
 
 from enginekit.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from enginekit.debug.execute import Executor
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,12 @@ TARGET_LIMITS: dict[str, tuple[float, float, float]] = {
     "fp16": (65504.0, 2.0**-24, 2.0**-14),
     "bf16": (3.3895313892515355e38, 2.0**-133, 2.0**-126),
 }
+# int8 has no fixed range: symmetric quantization calibrated on the tensor scales max|x| to 127 steps, so
+# nothing overflows; values under half a step round to zero, and values under INT8_COARSE_STEPS steps keep
+# fewer than 3 bits (reported in the "subnormal" field for int8).
+INT8_LEVELS = 127
+INT8_COARSE_STEPS = 8
+TARGETS: tuple[str, ...] = (*TARGET_LIMITS, "int8")
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,9 @@ class TensorStats:
     min: float
     max: float
     mean: float
-    fraction_overflow: float  # |x| > target max
-    fraction_underflow_to_zero: float  # 0 < |x| < target's smallest subnormal
-    fraction_subnormal: float  # smallest subnormal <= |x| < smallest normal
+    fraction_overflow: float  # |x| > target max (int8: 0, the scale is calibrated on the tensor)
+    fraction_underflow_to_zero: float  # 0 < |x| < target's smallest subnormal (int8: < half a step)
+    fraction_subnormal: float  # smallest subnormal <= |x| < smallest normal (int8: half a step to 8 steps)
     nan_count: int
     inf_count: int
 
@@ -66,12 +75,19 @@ Reducer = Callable[[str, np.ndarray, str, str], TensorStats]  # (name, array, no
 
 def tensor_stats(name: str, array: np.ndarray, node: str = "", op_type: str = "", *, target: str = "fp16"
                  ) -> TensorStats:
-    """Reduce ``array`` to :class:`TensorStats` against ``target``'s range (finite elements only for min/max/mean)."""
-    top, sub, normal = _limits(target)
+    """Reduce ``array`` to :class:`TensorStats` against ``target``'s range (finite elements only for min/max/mean).
+
+    int8: per-tensor symmetric scale max|x| / 127, as a calibrator that saw this tensor would choose.
+    """
     a = np.asarray(array)
     values = a.astype(np.float64, copy=False) if a.dtype != np.float64 else a
     finite = values[np.isfinite(values)]
     absf = np.abs(finite)
+    if target == "int8":
+        step = float(absf.max()) / INT8_LEVELS if absf.size else 0.0
+        top, sub, normal = np.inf, step / 2, step * INT8_COARSE_STEPS
+    else:
+        top, sub, normal = _limits(target)
     n = max(int(a.size), 1)
     return TensorStats(
         name=name, node=node, op_type=op_type, dtype=str(a.dtype), shape=tuple(int(d) for d in a.shape),
@@ -116,8 +132,8 @@ def node_label(node: onnx.NodeProto) -> str:
     return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
 
 
-def float_values(model: onnx.ModelProto) -> list[ObservedValue]:
-    """Float outputs of the graph's nodes (Constant nodes excluded), in topological (node) order."""
+def value_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every value shape inference (or the model's own value_info) knows."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:  # noqa: BLE001 - fall back to the model's own value_info
@@ -126,6 +142,13 @@ def float_values(model: onnx.ModelProto) -> list[ObservedValue]:
     g = inferred.graph
     types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.value_info, *g.output, *g.input)
              if vi.type.HasField("tensor_type")}
+    types.update((t.name, t.data_type) for t in g.initializer)
+    return types
+
+
+def float_values(model: onnx.ModelProto) -> list[ObservedValue]:
+    """Float outputs of the graph's nodes (Constant nodes excluded), in topological (node) order."""
+    types = value_types(model)
     out: list[ObservedValue] = []
     for node in model.graph.node:
         if node.op_type == "Constant":
@@ -136,52 +159,34 @@ def float_values(model: onnx.ModelProto) -> list[ObservedValue]:
     return out
 
 
-def _session(model: onnx.ModelProto) -> Any:
-    from enginekit.deps import require
-
-    ort = require("onnxruntime")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _with_outputs(model: onnx.ModelProto, values: Sequence[ObservedValue]) -> onnx.ModelProto:
-    """A copy of ``model`` whose graph outputs are exactly ``values`` (other outputs removed)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    existing = {o.name: o for o in model.graph.output}
-    del copy.graph.output[:]
-    for v in values:
-        if v.name in existing:
-            copy.graph.output.append(existing[v.name])
-        else:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(v.name, v.elem_type, None))
-    return copy
-
-
 def iter_chunks(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], values: Sequence[ObservedValue],
-                chunk_size: int = 64) -> Iterator[list[tuple[ObservedValue, np.ndarray]]]:
-    """Run ``model`` once per ``chunk_size`` values and yield that chunk's (value, array) pairs."""
+                chunk_size: int = 64, executor: Executor | None = None
+                ) -> Iterator[list[tuple[ObservedValue, np.ndarray]]]:
+    """Run ``model`` once per ``chunk_size`` values and yield that chunk's (value, array) pairs.
+
+    ``executor``: onnxruntime CPU with graph optimizations off unless given (see :mod:`enginekit.debug.execute`).
+    """
+    from enginekit.debug.execute import Executor
+
     if chunk_size < 1:
         raise InvalidArgumentError(f"chunk_size must be at least 1, got {chunk_size}.")
-    inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
-    run_feed = {k: v for k, v in feed.items() if k in inputs}
+    run = executor or Executor("ort", observing=True)
     for start in range(0, len(values), chunk_size):
         chunk = list(values[start:start + chunk_size])
-        session = _session(_with_outputs(model, chunk))
-        arrays = session.run([v.name for v in chunk], run_feed)
-        del session
-        yield list(zip(chunk, arrays, strict=True))
+        arrays = run.run(model, feed, [v.name for v in chunk])
+        yield [(v, arrays[v.name]) for v in chunk]
+        del arrays
 
 
 def observe(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, chunk_size: int = 64,
-            reducer: Reducer | None = None, target: str = "fp16") -> Observation:
+            reducer: Reducer | None = None, target: str = "fp16", executor: Executor | None = None) -> Observation:
     """Stats of every float intermediate of ``model`` on ``feed``, ``chunk_size`` tensors per run.
 
-    ``reducer(name, array, node, op_type)`` replaces :func:`tensor_stats` (whose range is ``target``'s).
+    ``reducer(name, array, node, op_type)`` replaces :func:`tensor_stats` (whose range is ``target``'s);
+    ``executor`` runs the model (default: onnxruntime CPU, graph optimizations off).
     """
-    _limits(target)
+    if target != "int8":
+        _limits(target)
 
     def default(name: str, array: np.ndarray, node: str, op_type: str) -> TensorStats:
         return tensor_stats(name, array, node, op_type, target=target)
@@ -189,7 +194,7 @@ def observe(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, chunk_siz
     reduce = reducer or default
     result = Observation()
     values = float_values(model)
-    for pairs in iter_chunks(model, feed, values, chunk_size):
+    for pairs in iter_chunks(model, feed, values, chunk_size, executor):
         result.chunks += 1
         result.peak_arrays = max(result.peak_arrays, len(pairs))
         for value, array in pairs:

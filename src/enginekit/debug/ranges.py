@@ -13,7 +13,7 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -21,10 +21,17 @@ from onnx import numpy_helper
 
 from enginekit.debug.observe import TARGET_LIMITS, TensorStats, node_label, observe, tensor_stats
 
+if TYPE_CHECKING:
+    from enginekit.debug.execute import Reference
+
 AMPLIFIERS = frozenset({"ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "Softmax",
                         "LogSoftmax", "LayerNormalization", "BatchNormalization", "InstanceNormalization",
                         "GroupNormalization", "LpNormalization", "Pow", "Exp", "Sqrt", "Reciprocal", "Div"})
 UNDERFLOW_MIN_FRACTION = 0.01  # report underflow when at least this share of values round to zero
+INT8_ZERO_MIN_FRACTION = 0.05  # int8: report when this share of a quantized input rounds to zero
+INT8_COARSE_MIN_FRACTION = 0.5  # ... or when this share keeps fewer than 3 bits
+# per-channel weight axis of ONNX Runtime's quantizer (Gemm: 0 with transB, else 1)
+_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1}
 
 
 @dataclass(frozen=True)
@@ -78,16 +85,21 @@ def _overflow_score(max_abs: float, top: float) -> float:
 
 def analyze_ranges(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None = None, *,
                    precision: str = "fp16", stats: Mapping[str, TensorStats] | None = None,
-                   chunk_size: int = 64) -> RangeReport:
+                   chunk_size: int = 64, reference: Reference | None = None) -> RangeReport:
     """Rank ``model``'s nodes by range risk for ``precision``; ``stats`` (from :func:`observe` with the same
-    target) saves the reference pass, else it is run on ``feed``."""
-    top, sub, _ = TARGET_LIMITS[precision] if precision in TARGET_LIMITS else TARGET_LIMITS["fp16"]
+    target) saves the reference pass, else it is run on ``feed`` (with ``reference``'s model and executor
+    when given, e.g. the float64 reference). int8: see :func:`analyze_int8`."""
     if stats is None:
         if feed is None:
             from enginekit.errors import InvalidArgumentError
 
             raise InvalidArgumentError("analyze_ranges needs either a feed or observed stats.")
-        stats = observe(model, feed, chunk_size=chunk_size, target=precision)
+        ref_model = reference.model if reference is not None else model
+        stats = observe(ref_model, feed, chunk_size=chunk_size, target=precision,
+                        executor=reference.executor if reference is not None else None)
+    if precision == "int8":
+        return analyze_int8(model, stats, feed or {})
+    top, sub, _ = TARGET_LIMITS[precision] if precision in TARGET_LIMITS else TARGET_LIMITS["fp16"]
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
     weights = _weights(model)
     risky: dict[str, RiskyNode] = {}
@@ -149,3 +161,70 @@ def analyze_ranges(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None
                                       out, "amplifier"))
     ranked = sorted(risky.values(), key=lambda r: -r.score)
     return RangeReport(precision, ranked, len(stats))
+
+
+def _weight_axis(node: onnx.NodeProto) -> int:
+    if node.op_type == "Gemm":
+        return 0 if any(a.name == "transB" and a.i for a in node.attribute) else 1
+    return _WEIGHT_AXIS.get(node.op_type, 0)
+
+
+def per_channel_zero_fraction(weight: np.ndarray, axis: int) -> float:
+    """Share of a weight's non-zero values that round to zero with per-channel symmetric INT8 scales."""
+    w = np.moveaxis(np.asarray(weight, dtype=np.float64), axis, 0).reshape(weight.shape[axis], -1)
+    step = np.abs(w).max(axis=1, keepdims=True) / 127.0
+    zero = (w != 0) & (np.abs(w) < step / 2)
+    return float(zero.sum()) / max(w.size, 1)
+
+
+def analyze_int8(model: onnx.ModelProto, stats: Mapping[str, TensorStats],
+                 feed: Mapping[str, np.ndarray]) -> RangeReport:
+    """INT8 risks of the quantizable nodes (Conv, ConvTranspose, Gemm, MatMul): inputs that lose resolution.
+
+    A calibrated symmetric scale maps max|x| to 127 steps, so one outlier (an outlier channel, a spike)
+    sends every small value to zero. Activations are quantized per tensor; weights per output channel
+    (a large weight within one channel has the same effect). Scores: 100 x the share rounding to zero
+    plus 20 x the share left with fewer than 3 bits. The plan's candidates are these nodes: an INT8 plan
+    leaves nodes out of quantization; nothing else can be kept in float.
+    """
+    from enginekit.debug.observe import INT8_COARSE_STEPS
+    from enginekit.graph.quantize import WEIGHTED_OPS
+
+    weights = _weights(model)
+    observed: dict[str, TensorStats] = dict(stats)
+    for name, value in feed.items():  # graph inputs are not node outputs: reduce them here
+        if np.issubdtype(np.asarray(value).dtype, np.floating):
+            observed.setdefault(name, tensor_stats(name, np.asarray(value), "<input>", "", target="int8"))
+    risky: dict[str, RiskyNode] = {}
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        label = node_label(node)
+        for slot, v in enumerate(node.input[:2]):
+            if not v:
+                continue
+            if v in weights:
+                share = per_channel_zero_fraction(weights[v], _weight_axis(node)) if weights[v].ndim > 1 else 0.0
+                if share >= INT8_ZERO_MIN_FRACTION:
+                    ws = tensor_stats(v, weights[v], label, node.op_type, target="int8")
+                    r = RiskyNode(label, node.op_type, f"{share:.0%} of weight {v!r} values round to zero at their "
+                                  "channel's INT8 step (a few large weights set each channel's scale)",
+                                  100.0 * share, ws, "weight")
+                    if label not in risky or risky[label].score < r.score:
+                        risky[label] = r
+                continue
+            s = observed.get(v)
+            if s is None:
+                continue
+            zero, coarse = s.fraction_underflow_to_zero, s.fraction_subnormal
+            if zero < INT8_ZERO_MIN_FRACTION and coarse < INT8_COARSE_MIN_FRACTION:
+                continue
+            step = s.max_abs / 127.0
+            more = f", a further {coarse:.0%} keep fewer than {INT8_COARSE_STEPS} of 127 steps" if coarse else ""
+            r = RiskyNode(label, node.op_type, f"input {slot} {v!r}: {zero:.0%} of values round to zero{more} at "
+                          f"the INT8 step {step:.3g} (max |x| = {s.max_abs:.3g}, mean {s.mean:.3g})",
+                          100.0 * zero + 20.0 * coarse, s, "underflow")
+            if label not in risky or risky[label].score < r.score:
+                risky[label] = r
+    ranked = sorted(risky.values(), key=lambda r: -r.score)
+    return RangeReport("int8", ranked, len(stats))

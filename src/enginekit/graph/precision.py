@@ -39,11 +39,13 @@ from enginekit.graph.schemas import DEFAULT_DOMAINS, node_schema, opset_map, sub
 
 log = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = ("fp16", "bf16")
+PRECISIONS: tuple[str, ...] = ("fp16", "bf16")  # low-precision conversion targets
+PLAN_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "int8")  # int8 plans: nodes left out of quantization
+WIDE = "fp64"  # convert_precision's other target: the float64 reference of the precision debugger
 PLAN_VERSION = 1
 FP16_MAX = 65504.0
-_LOW_TYPE = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}
-_LOW_STR = {"fp16": "tensor(float16)", "bf16": "tensor(bfloat16)"}
+_LOW_TYPE = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16, WIDE: TensorProto.DOUBLE}
+_LOW_STR = {"fp16": "tensor(float16)", "bf16": "tensor(bfloat16)", WIDE: "tensor(double)"}
 _FLOAT = TensorProto.FLOAT
 _ANY = 0  # a consumer slot that accepts float32 and the low type alike (Shape, Cast's input)
 _FLOATISH = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
@@ -77,7 +79,7 @@ class PrecisionPlan:
     source: str = ""
 
     def __post_init__(self) -> None:
-        _check_precision(self.precision, "plan precision")
+        _check_precision(self.precision, "plan precision", PLAN_PRECISIONS)
         if self.version != PLAN_VERSION:
             raise InvalidArgumentError(f"Precision plan version {self.version!r} is not supported "
                                        f"(this enginekit reads version {PLAN_VERSION}).")
@@ -107,7 +109,7 @@ class PrecisionPlan:
             raise InvalidArgumentError(f"{where}: 'version' must be an integer, got {version!r}.")
         precision = data.get("precision")
         if not isinstance(precision, str):
-            raise InvalidArgumentError(f"{where}: 'precision' must be one of {', '.join(PRECISIONS)}, "
+            raise InvalidArgumentError(f"{where}: 'precision' must be one of {', '.join(PLAN_PRECISIONS)}, "
                                        f"got {precision!r}.")
         source = data.get("source", "")
         if not isinstance(source, str):
@@ -178,12 +180,12 @@ def check_plan_nodes(plan: PrecisionPlan, model: onnx.ModelProto) -> None:
             hint="Plan entries are ONNX node names (see `enginekit inspect`); was the plan made for another model?")
 
 
-def _check_precision(precision: str, what: str) -> None:
-    if precision not in PRECISIONS:
+def _check_precision(precision: str, what: str, allowed: Sequence[str] = PRECISIONS) -> None:
+    if precision not in allowed:
         from enginekit.registry import suggest
 
-        raise InvalidArgumentError(f"{what} {precision!r} is not one of {', '.join(PRECISIONS)}"
-                                   f"{suggest(str(precision), PRECISIONS)}.")
+        raise InvalidArgumentError(f"{what} {precision!r} is not one of {', '.join(allowed)}"
+                                   f"{suggest(str(precision), allowed)}.")
 
 
 # --- conversion result and numbers ------------------------------------------------------------
@@ -230,6 +232,8 @@ def _low_tensor(tensor: TensorProto, precision: str, name: str) -> tuple[TensorP
     if tensor.data_location == TensorProto.EXTERNAL:
         raise InvalidArgumentError(f"Tensor {tensor.name!r} still references external data; load the model "
                                    "with its external data before converting its precision.")
+    if precision == WIDE:
+        return numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), name), False, False
     values = numpy_helper.to_array(tensor).astype(np.float32)
     finite = np.isfinite(values)
     max_value = FP16_MAX if precision == "fp16" else float(bf16_bits_to_float32(np.array([0x7F7F]))[0])
@@ -460,11 +464,14 @@ def convert_precision(model: onnx.ModelProto, precision: str, plan: PrecisionPla
                       keep_io_types: bool = True) -> ConversionResult:
     """Run float32 compute in ``precision`` ('fp16' or 'bf16') except the plan's FP32 islands (see module doc).
 
+    ``precision`` 'fp64' widens instead (float64 compute, no plan): the precision debugger's float64 reference.
+
     ``keep_io_types``: float32 graph inputs and outputs stay float32 (Casts after inputs, before outputs);
     otherwise they take the low type. The input model is not changed. Raises InvalidArgumentError (bad
     precision, plan made for another precision) and UnknownNameError (plan names unknown nodes).
     """
-    _check_precision(precision, "precision")
+    if precision != WIDE:
+        _check_precision(precision, "precision")
     if plan is not None:
         if plan.precision != precision:
             raise InvalidArgumentError(f"The precision plan is for {plan.precision}, the conversion is to "

@@ -20,6 +20,7 @@ here is what the engine will show, give or take TensorRT's own rounding.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import tempfile
@@ -224,89 +225,185 @@ def quantize_qdq(model_path: str | Path, calib_feeds: Iterable[Mapping[str, np.n
         FeedError: calibration feeds that do not fit the model, or none at all.
         BackendError: ONNX Runtime's quantizer failed.
     """
-    require("onnxruntime", purpose="INT8 quantization")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    with Quantizer(model_path, calib_feeds, method=method, per_channel=per_channel, op_types=op_types,
+                   preprocess=preprocess) as quantizer:
+        return quantizer.quantize(exclude_nodes, output=output)
 
-    from enginekit.graph.io import input_specs
-    from enginekit.graph.load import load_model
-    from enginekit.registry import suggest
 
-    if method not in METHODS:
-        raise InvalidArgumentError(f"Calibration method {method!r} is not one of {', '.join(METHODS)}"
-                                   f"{suggest(method, METHODS)}.")
-    start = time.perf_counter()
-    src = Path(model_path)
-    model = load_model(src, load_external_data=False)
-    names = [n.name for n in model.graph.node if n.name]
-    unknown = [n for n in exclude_nodes if n not in set(names)]
-    if unknown:
-        raise UnknownNameError("Nodes to exclude from quantization are not in the model: "
-                               + "; ".join(f"{n!r}{suggest(n, names)}" for n in unknown) + ".")
-    specs = input_specs(model)
-    reader = _Reader(calib_feeds, specs)
-    calibrate = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-                 "percentile": CalibrationMethod.Percentile}[method]
-    extra = {**TENSORRT_EXTRA_OPTIONS, "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
-    with tempfile.TemporaryDirectory(prefix="enginekit-quant-") as tmp:
-        work = Path(tmp)
-        source, how = _preprocess(src, work / "pre.onnx") if preprocess else (src, "skipped: not asked")
-        out = work / "int8.onnx"
+class Quantizer:
+    """Pre-processes and calibrates a model once, then quantizes it with any set of excluded nodes.
+
+    The precision debugger quantizes the same model many times with different exclusions: the calibration
+    ranges (an onnxruntime calibration cache in a private temp folder) are computed by the first
+    :meth:`quantize` and reused by the others. Use as a context manager (or call :meth:`close`).
+    """
+
+    def __init__(self, model: str | Path | onnx.ModelProto, calib_feeds: Iterable[Mapping[str, np.ndarray]], *,
+                 method: str = "minmax", per_channel: bool = True, op_types: Sequence[str] = WEIGHTED_OPS,
+                 preprocess: bool = True) -> None:
+        require("onnxruntime", purpose="INT8 quantization")
+        from enginekit.graph.io import input_specs
+        from enginekit.graph.load import load_model
+        from enginekit.registry import suggest
+
+        if method not in METHODS:
+            raise InvalidArgumentError(f"Calibration method {method!r} is not one of {', '.join(METHODS)}"
+                                       f"{suggest(method, METHODS)}.")
+        self.method, self.per_channel, self.op_types = method, per_channel, tuple(op_types)
+        self._tmp = tempfile.TemporaryDirectory(prefix="enginekit-quant-")
+        self.work = Path(self._tmp.name)
+        if isinstance(model, onnx.ModelProto):
+            self.source = self.work / "model.onnx"
+            self.source.write_bytes(model.SerializeToString())
+            self.model = model
+        else:
+            self.source = Path(model)
+            self.model = load_model(self.source, load_external_data=False)
+        self.names = [n.name for n in self.model.graph.node if n.name]
+        self.reader = _Reader(calib_feeds, input_specs(self.model))
+        self.cache = self.work / "calibration.json"
+        upgraded, note = self._per_channel_opset()
+        self.preprocessed, self.preprocess = ((upgraded, "skipped: not asked") if not preprocess
+                                              else _preprocess(upgraded, self.work / "pre.onnx"))
+        if note:
+            self.preprocess = f"{note}; {self.preprocess}"
+        self.renamed = self._fused_names()
+
+    def _per_channel_opset(self) -> tuple[Path, str]:
+        """Per-channel Q/DQ needs DequantizeLinear's ``axis`` (opset 13; TensorRT wants 13+ too): older models
+        are converted to opset 13 first, or quantized per tensor when onnx's converter cannot convert them."""
+        from enginekit.graph.passes import default_opset
+
+        opset = default_opset(self.model) or 13
+        if not self.per_channel or opset >= 13:
+            return self.source, ""
+        try:
+            converted = onnx.version_converter.convert_version(self.model, 13)
+            converted.ir_version = max(converted.ir_version, 7)
+            onnx.checker.check_model(converted)
+        except Exception as exc:  # noqa: BLE001 - the converter's C++ assertions arrive as RuntimeError
+            self.per_channel = False
+            log.warning("opset %d cannot be converted to 13 (%s): weights quantized per tensor", opset, exc)
+            return self.source, f"opset {opset}: per-tensor weights (conversion to opset 13 failed)"
+        path = self.work / "opset13.onnx"
+        path.write_bytes(converted.SerializeToString())
+        return path, f"opset {opset} -> 13 (per-channel DequantizeLinear needs opset 13)"
+
+    def _fused_names(self) -> dict[str, list[str]]:
+        """Original node name -> names in the pre-processed model. Its fusions name the fused node after the
+        original (``fc/MatMulAddFusion`` for MatMul ``fc`` + Add), so exclusions must follow them."""
+        if self.preprocess.startswith("skipped") or "; skipped" in self.preprocess:
+            return {}
+        pre = [n.name for n in onnx.load(str(self.preprocessed), load_external_data=False).graph.node if n.name]
+        present = set(pre)
+        out: dict[str, list[str]] = {}
+        for name in self.names:
+            if name not in present:
+                out[name] = [p for p in pre if p.startswith(name + "/")]
+        return out
+
+    def map_excluded(self, exclude_nodes: Sequence[str]) -> list[str]:
+        """Names to give the quantizer for ``exclude_nodes`` (original names; see :meth:`_fused_names`)."""
+        mapped: list[str] = []
+        for name in exclude_nodes:
+            fused = self.renamed.get(name)
+            if fused == []:
+                log.warning("node %r was removed by quantization pre-processing; it cannot be excluded", name)
+            mapped += fused if fused else [name]
+        return mapped
+
+    def __enter__(self) -> Quantizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def quantize(self, exclude_nodes: Sequence[str] = (), *, output: str | Path | None = None) -> QuantizeResult:
+        """The Q/DQ model with ``exclude_nodes`` (ONNX node names) left in float; see :func:`quantize_qdq`."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        from enginekit.registry import suggest
+
+        start = time.perf_counter()
+        unknown = [n for n in exclude_nodes if n not in set(self.names)]
+        if unknown:
+            raise UnknownNameError("Nodes to exclude from quantization are not in the model: "
+                                   + "; ".join(f"{n!r}{suggest(n, self.names)}" for n in unknown) + ".")
+        calibrate = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+                     "percentile": CalibrationMethod.Percentile}[self.method]
+        extra = {**TENSORRT_EXTRA_OPTIONS, "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
+        out = self.work / "int8.onnx"
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):  # ORT's calibrators print their settings
-                cache = _entropy_cache(source, reader, op_types, work) if method == "entropy" else None
-                quantize_static(str(source), str(out), None if cache else reader, quant_format=QuantFormat.QDQ,
-                                op_types_to_quantize=list(op_types), per_channel=per_channel,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                nodes_to_exclude=list(exclude_nodes), calibrate_method=calibrate, extra_options=extra,
-                                **({"calibration_cache_path": str(cache)} if cache else {}))
+                if self.method == "entropy" and not self.cache.is_file():
+                    _entropy_cache(self.preprocessed, self.reader, self.op_types, self.work, self.cache)
+                cached = self.cache.is_file()
+                quantize_static(str(self.preprocessed), str(out), None if cached else self.reader,
+                                quant_format=QuantFormat.QDQ, op_types_to_quantize=list(self.op_types),
+                                per_channel=self.per_channel, activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8, nodes_to_exclude=self.map_excluded(exclude_nodes),
+                                calibrate_method=calibrate, extra_options=extra,
+                                **({"calibration_cache_path": str(self.cache)} if _takes_cache() else {}))
         except (FeedError, InvalidArgumentError):
             raise
         except Exception as exc:  # noqa: BLE001 - the quantizer raises anything from ValueError to ORT errors
-            if reader.count == 0 and isinstance(exc, (ValueError, IndexError, KeyError, StopIteration)):
+            if self.reader.count == 0 and isinstance(exc, (ValueError, IndexError, KeyError, StopIteration)):
                 raise FeedError("No calibration feeds were given (the quantizer needs at least one).") from exc
-            raise BackendError(f"ONNX Runtime's quantizer failed on {src.name}: {type(exc).__name__}: {exc}") from exc
+            raise BackendError(f"ONNX Runtime's quantizer failed on {self.source.name}: {type(exc).__name__}: "
+                               f"{exc}") from exc
         finally:
             if printed.getvalue().strip():
                 log.debug("quantizer: %s", printed.getvalue().strip())
-        if reader.count == 0:
+        if self.reader.count == 0:
             raise FeedError("No calibration feeds were given (the quantizer needs at least one).")
-        qmodel = onnx.load(str(out))
         data = out.read_bytes()
-    quantized, left = _count_quantized(qmodel, op_types)
-    path: Path | None = None
-    if output is not None:
-        from enginekit.fileutil import atomic_write_bytes
+        qmodel = onnx.load_from_string(data)
+        quantized, left = _count_quantized(qmodel, self.op_types)
+        path: Path | None = None
+        if output is not None:
+            from enginekit.fileutil import atomic_write_bytes
 
-        path = atomic_write_bytes(output, data)
-    result = QuantizeResult(
-        model_path=path, model_bytes=None if path else data, method=method, per_channel=per_channel,
-        quantized_nodes=quantized, quantize_linear=_count(qmodel, "QuantizeLinear"),
-        dequantize_linear=_count(qmodel, "DequantizeLinear"), calibration_feeds=reader.count,
-        op_types=tuple(op_types), excluded_nodes=tuple(exclude_nodes), preprocess=how,
-        duration_s=time.perf_counter() - start, not_quantized=tuple(left))
-    log.info("quantized %s (%s, %d feeds): %d of %d weighted nodes", src.name, method, reader.count, quantized,
-             quantized + len(left))
-    return result
+            path = atomic_write_bytes(output, data)
+        result = QuantizeResult(
+            model_path=path, model_bytes=None if path else data, method=self.method, per_channel=self.per_channel,
+            quantized_nodes=quantized, quantize_linear=_count(qmodel, "QuantizeLinear"),
+            dequantize_linear=_count(qmodel, "DequantizeLinear"), calibration_feeds=self.reader.count,
+            op_types=self.op_types, excluded_nodes=tuple(exclude_nodes), preprocess=self.preprocess,
+            duration_s=time.perf_counter() - start, not_quantized=tuple(left))
+        log.info("quantized %s (%s, %d feeds): %d of %d weighted nodes", self.source.name, self.method,
+                 self.reader.count, quantized, quantized + len(left))
+        return result
 
 
-def _entropy_cache(model: Path, reader: _Reader, op_types: Sequence[str], work: Path) -> Path | None:
-    """TensorRT-style entropy (KL) ranges written as ORT's calibration cache; None where ORT lacks the cache.
+@functools.cache
+def _takes_cache() -> bool:
+    """Whether this onnxruntime's quantize_static reads and writes a calibration cache."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+def _entropy_cache(model: Path, reader: _Reader, op_types: Sequence[str], work: Path, cache: Path) -> None:
+    """TensorRT-style entropy (KL) ranges written to ``cache`` as ORT's calibration cache (where ORT has one).
 
     quantize_static builds its entropy calibrator with 128 histogram bins and 128 quantized bins, which
     leaves one candidate window, the full range: its "entropy" is min/max. Here the histogram has 2048 bins
     and windows are quantized to 255 levels (signed symmetric INT8), as TensorRT's entropy calibrator does.
     """
-    import inspect
-
-    from onnxruntime.quantization import CalibrationMethod, quantize_static
+    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization import calibrate as ort_calibrate
 
     save = getattr(ort_calibrate, "save_tensors_data", None)
-    if save is None or "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+    if save is None or not _takes_cache():
         log.warning("this onnxruntime cannot take calibration ranges from enginekit: its entropy calibration "
                     "degenerates to min/max ranges")
-        return None
+        return
     calibrator = ort_calibrate.create_calibrator(
         model, list(op_types), augmented_model_path=str(work / "augmented.onnx"),
         calibrate_method=CalibrationMethod.Entropy, extra_options={"num_bins": 2048, "num_quantized_bins": 255})
@@ -320,9 +417,7 @@ def _entropy_cache(model: Path, reader: _Reader, op_types: Sequence[str], work: 
         needed = {i for n in graph.node if n.op_type in op_types for i in n.input if i and i not in inits}
         for name in [k for k in histograms if k not in needed]:
             del histograms[name]
-    cache = work / "calibration.json"
     save(calibrator.compute_data(), cache)
-    return cache
 
 
 def _preprocess(src: Path, dst: Path) -> tuple[Path, str]:

@@ -205,11 +205,27 @@ def precision_model(model: Path, s: BuildSettings, lib: TrtLibrary, tmp: Path) -
     specs = input_specs(load_model(model, load_external_data=False, check=False))
     feeds = load_calibration_feeds(s.calib_data, specs)
     qdq = tmp / "model.int8.qdq.onnx"
-    q = quantize_qdq(model, feeds, method=s.calib_method, output=qdq)
+    exclude = int8_plan_nodes(s.precision_plan)
+    q = quantize_qdq(model, feeds, method=s.calib_method, output=qdq, exclude_nodes=exclude)
     check = check_quantized_accuracy(model, qdq, feeds[: min(len(feeds), 64)])
     return qdq, {"path": "strong-typing", "precision": "int8",
-                 "how": f"INT8 Q/DQ by onnxruntime static quantization ({s.calib_method}), checked on CPU against "
-                        "FP32", "quantization": q.to_dict(), "cpu_check": check.to_dict()}
+                 "how": f"INT8 Q/DQ by onnxruntime static quantization ({s.calib_method}), "
+                        f"{len(exclude)} plan node(s) left in float, checked on CPU against FP32",
+                 "quantization": q.to_dict(), "cpu_check": check.to_dict()}
+
+
+def int8_plan_nodes(path: Path | None) -> list[str]:
+    """Nodes an INT8 precision plan leaves out of quantization ([] without a plan)."""
+    if path is None:
+        return []
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.graph.precision import load_plan
+
+    plan = load_plan(path)
+    if plan.precision != "int8":
+        raise InvalidArgumentError(f"The precision plan {str(path)!r} is for {plan.precision}, the build is INT8.",
+                                   hint="Make the plan with `enginekit debug precision --precision int8`.")
+    return plan.node_names()
 
 
 def _build(model: Path, s: BuildSettings, lib: TrtLibrary, profiles: list[Any], targets: list[str],
