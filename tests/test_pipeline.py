@@ -169,3 +169,33 @@ def test_failed_fp16_candidate_is_debugged_and_fixed_beside_it(tmp_path: Path) -
     plan = load_plan(tmp_path / "r" / "precision-onnx-reference-fp16" / "plan.json")
     assert [e.node for e in plan.keep_fp32] == fixed.details["nodes"]
     assert "onnx-reference:fp16+plan" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_failed_int8_engine_candidate_gets_an_int8_plan(tmp_path: Path) -> None:
+    """A TensorRT INT8 candidate that fails verification (only on a GPU machine) is debugged with its build's
+    calibration data; the fixed Q/DQ model runs beside it in onnxruntime's CPU INT8 kernels."""
+    import sys
+
+    import onnx
+
+    from enginekit.multirun import BackendRow, Candidate, use_runner
+    from enginekit.pipeline import CandidateResult, fix_candidate
+    from enginekit.settings import BuildSettings
+
+    sys.path.insert(0, str(Path(__file__).parent / "debug"))
+    import int8_models  # type: ignore[import-not-found]
+
+    model, feed, culprits = int8_models.activation_outlier_channel()
+    path = tmp_path / "outlier.onnx"
+    onnx.save(model, str(path))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.concatenate([f["x"] for f in int8_models.calibration()]))
+    settings = OptimizeSettings(model=path, report_dir=tmp_path / "r", timing=FAST,
+                                builds=(BuildSettings(backend="tensorrt-rtx", precision="int8", calib_data=calib),))
+    ref_row, ref_out = use_runner(Candidate("ort"), path, settings.backend, lambda r: r.infer(feed))
+    ref_row.outputs = ref_out
+    failed = CandidateResult(BackendRow("tensorrt-rtx", "int8", "failed", "outputs differ"))
+    fixed = fix_candidate(failed, path, feed, ref_row, settings)
+    assert fixed is not None and fixed.row.status == "ok", fixed.row.reason if fixed else None
+    assert fixed.row.label == "ort:int8+plan" and fixed.row.details["nodes"] == culprits
+    assert (tmp_path / "r" / "precision-tensorrt-rtx-int8" / "plan.json").is_file()

@@ -398,7 +398,8 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     result.candidates = [rows[c] for c in cands if c in rows]
 
     def debug_precision(step: StepResult) -> None:
-        failed = [c for c in result.candidates if c.row.status == "failed" and c.row.precision in ("fp16", "bf16")
+        failed = [c for c in result.candidates if c.row.status == "failed"
+                  and c.row.precision in ("fp16", "bf16", "int8")
                   and candidate_format(Candidate(c.row.backend, c.row.precision)) == "onnx"]
         if not failed:
             raise StepSkipped("no low-precision candidate failed verification")
@@ -426,11 +427,13 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
 def fix_candidate(failed: CandidateResult, model: Path, feed: dict[str, np.ndarray], reference: BackendRow,
                   settings: OptimizeSettings) -> CandidateResult | None:
-    """Run the precision debugger on a failed fp16/bf16 candidate; evaluate the fixed model beside it.
+    """Run the precision debugger on a failed fp16/bf16/int8 candidate; evaluate the fixed model beside it.
 
-    The fixed ONNX (FP32 islands from the plan, IO types kept) is run by the onnx-reference backend, which
-    stores every value in its type (a faithful low-precision run on any machine); plan.json and the fixed
-    model are written to the report folder for `enginekit build --precision-plan` and other backends.
+    fp16/bf16: the fixed ONNX (FP32 islands from the plan, IO types kept) is run by the onnx-reference backend,
+    which stores every value in its type (a faithful low-precision run on any machine). int8 (a TensorRT INT8
+    build): the Q/DQ model without the plan's nodes, calibrated on that build's --calib-data (else the feed),
+    is run by onnxruntime's CPU INT8 kernels. plan.json and the fixed model are written to the report folder
+    for `enginekit build --precision-plan` and other backends.
     """
     import onnx
 
@@ -441,20 +444,23 @@ def fix_candidate(failed: CandidateResult, model: Path, feed: dict[str, np.ndarr
 
     precision = failed.row.precision
     proto = load_model(model, check=False)
+    calibration = _calibration_for(failed, proto, settings) if precision == "int8" else None
     ranked = range_analysis_initial(proto, [feed], precision)
-    fix = find_fp32_islands(proto, [feed], precision, initial=[n for n, _ in ranked], initial_reasons=dict(ranked))
+    fix = find_fp32_islands(proto, [feed], precision, initial=[n for n, _ in ranked], initial_reasons=dict(ranked),
+                            calibration=calibration)
+    runner = "ort" if precision == "int8" else "onnx-reference"
     folder = settings.report_dir / f"precision-{failed.row.label.replace(':', '-')}"
     folder.mkdir(parents=True, exist_ok=True)
     save_plan(fix.plan, folder / "plan.json")
     fixed = folder / "fixed.onnx"
     onnx.save_model(fix.model, str(fixed))
     label = f"{precision}+plan"
-    row = BackendRow("onnx-reference", label, OK)
+    row = BackendRow(runner, label, OK)
     row.details = {"fixes": failed.row.label, "plan": str(folder / "plan.json"), "fixed_model": str(fixed),
                    "fp32_nodes": fix.kept, "total_nodes": fix.total_nodes,
                    "naive_fp32_nodes": fix.baseline_nodes, "fp32_flops_fraction": fix.fp32_flops_fraction,
                    "evaluations": fix.evaluations, "nodes": [e.node for e in fix.plan.keep_fp32]}
-    cand_row, outputs = use_runner(Candidate("onnx-reference"), fixed, settings.backend, lambda r: r.infer(feed))
+    cand_row, outputs = use_runner(Candidate(runner), fixed, settings.backend, lambda r: r.infer(feed))
     if outputs is None or reference.outputs is None:
         row.status, row.reason = cand_row.status, cand_row.reason or "no reference outputs"
         return CandidateResult(row)
@@ -469,6 +475,18 @@ def fix_candidate(failed: CandidateResult, model: Path, feed: dict[str, np.ndarr
         row.status = "failed"
         row.reason = f"no passing plan for {failed.row.label} ({fix.message or 'outputs still differ'})"
     return CandidateResult(row)
+
+
+def _calibration_for(failed: CandidateResult, model: Any, settings: OptimizeSettings
+                     ) -> list[dict[str, np.ndarray]] | None:
+    """The --calib-data feeds of the INT8 build behind ``failed`` (None: calibrate on the debug feed)."""
+    from enginekit.graph.io import input_specs
+    from enginekit.graph.quantize import load_calibration_feeds
+
+    for b in settings.builds:
+        if b.precision == "int8" and b.backend == failed.row.backend and b.calib_data is not None:
+            return load_calibration_feeds(b.calib_data, input_specs(model))
+    return None
 
 
 def _work(
