@@ -358,21 +358,18 @@ def _find(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], candidates
     needed: dict[str, Evaluation] = {}
     ok = before.passed
     if not ok:
-        keep = list(ranked)
-        origin = {n: f"range analysis: {reasons.get(n) or 'risky range'}" for n in keep}
-        ok = bool(keep) and search.evaluate(set(keep), "range analysis nodes").passed
-        if not ok and not search.exhausted:
-            region = search.bisect_region(set(keep), facts.order)
-            if region is not None:
-                keep += region
-                origin.update({n: "bisection" for n in region if n not in origin})
-                ok = search.evaluate(set(keep), "grown").passed
-        if ok:
-            rank = {n: i for i, n in enumerate(ranked)}
-            # least risky first: bisection nodes (latest first), then range-analysis nodes (least ranked first)
-            by_risk = sorted(keep, key=lambda n: (n in rank, -rank.get(n, 0), -facts.order.index(n)))
-            kept, needed = search.shrink(by_risk)
-            keep = [n for n in facts.order if n in set(kept)]
+        origin = {n: f"range analysis: {reasons.get(n) or 'risky range'}" for n in ranked}
+        ranges_pass = bool(ranked) and search.evaluate(set(ranked), "range analysis nodes").passed
+        ok, keep, needed = _grow_and_shrink(search, facts, ranked, origin, ranges_pass)
+        if not ranges_pass and ranked and not search.exhausted:
+            # the hints alone did not pass: they may be noise (many mildly risky nodes), so bisection alone
+            # competes, and the smaller plan (then fewer FP32 FLOPs) wins
+            alt_origin: dict[str, str] = {}
+            alt_ok, alt_keep, alt_needed = _grow_and_shrink(search, facts, [], alt_origin, False)
+            if alt_ok and (not ok or _cost(facts, alt_keep) < _cost(facts, keep)):
+                # a node range analysis flagged keeps that reason even when bisection found it
+                origin = {n: origin.get(n, alt_origin.get(n, "bisection")) for n in alt_keep}
+                ok, keep, needed = alt_ok, alt_keep, alt_needed
     final = frozenset(keep) if ok else frozenset()
     plan = _final_plan(search, facts, final, origin, needed, before)
     fixed = search.make(final)
@@ -403,6 +400,31 @@ def _find(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], candidates
     return FixResult(plan, fixed, ok, before_report, after_report, search.count, len(facts.order), frac,
                      baseline_node, baseline_count, message, facts.unnamed, search.trace, runs,
                      search.make(frozenset()))
+
+
+def _cost(facts: GraphFacts, nodes: Sequence[str]) -> tuple[int, float]:
+    return len(nodes), sum(facts.flops.get(n, 0.0) for n in nodes)
+
+
+def _grow_and_shrink(search: _Search, facts: GraphFacts, ranked: list[str], origin: dict[str, str],
+                     ranked_pass: bool) -> tuple[bool, list[str], dict[str, Evaluation]]:
+    """From the ``ranked`` hints (which pass alone when ``ranked_pass``), bisect a region that passes when
+    needed, then shrink; (passed, plan nodes in topological order, evaluations of nodes found needed)."""
+    keep = list(ranked)
+    ok = ranked_pass
+    if not ok and not search.exhausted:
+        region = search.bisect_region(set(keep), facts.order)
+        if region is not None:
+            keep += region
+            origin.update({n: "bisection" for n in region if n not in origin})
+            ok = search.evaluate(set(keep), "grown").passed
+    if not ok:
+        return False, [], {}
+    rank = {n: i for i, n in enumerate(ranked)}
+    # least risky first: bisection nodes (latest first), then range-analysis nodes (least ranked first)
+    by_risk = sorted(keep, key=lambda n: (n in rank, -rank.get(n, 0), -facts.order.index(n)))
+    kept, needed = search.shrink(by_risk)
+    return True, [n for n in facts.order if n in set(kept)], needed
 
 
 def _final_plan(search: _Search, facts: GraphFacts, final: frozenset[str], origin: Mapping[str, str],
