@@ -77,6 +77,32 @@ def make_contrib_op_model(path: Path) -> Path:
     return path
 
 
+def make_scaled(path: Path) -> Path:
+    """x[batch,4] -> Mul 1e5 (scale_up) -> Mul 1e-5 (scale_down) -> Add bias (add_bias) -> y = x + bias in float32.
+
+    In float16 the constant 1e5 is clipped to 65504 and y shrinks by a third, unless a precision plan keeps
+    scale_up and scale_down in FP32.
+    """
+    inits = [numpy_helper.from_array(np.array(1e5, np.float32), "up"),
+             numpy_helper.from_array(np.array(1e-5, np.float32), "down"),
+             numpy_helper.from_array(np.linspace(-1, 1, 4).astype(np.float32), "bias")]
+    nodes = [helper.make_node("Mul", ["x", "up"], ["big"], name="scale_up"),
+             helper.make_node("Mul", ["big", "down"], ["back"], name="scale_down"),
+             helper.make_node("Add", ["back", "bias"], ["y"], name="add_bias")]
+    graph = helper.make_graph(nodes, "scaled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture
+def scaled_model(tmp_path: Path) -> Path:
+    return make_scaled(tmp_path / "scaled.onnx")
+
+
 @pytest.fixture
 def mlp_model(tmp_path: Path) -> Path:
     return make_mlp(tmp_path / "mlp.onnx")

@@ -119,7 +119,7 @@ def test_candidate_default_precision() -> None:
     assert Candidate.parse("openvino:fp32", "bf16") == Candidate("openvino", "fp32")
 
 
-@pytest.mark.parametrize(("text", "offered"), [("ort:fp16", "fp32"), ("openvino:int8", "fp32, bf16"),
+@pytest.mark.parametrize(("text", "offered"), [("ort:bf16", "fp32, fp16"), ("openvino:int8", "fp32, bf16"),
                                                ("onnx-reference:int8", "fp32, fp16, bf16")])
 def test_candidate_unsupported_precision(text: str, offered: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:

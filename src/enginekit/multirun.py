@@ -244,12 +244,60 @@ def model_io(
     return input_specs(model), output_specs(model)
 
 
-def check_backend_settings(cands: Sequence[Candidate], settings: BackendSettings) -> None:
+def check_backend_settings(cands: Sequence[Candidate], settings: BackendSettings, *, strict_plan: bool = False) -> None:
     """Refuse bad backend options (user errors, exit 2) before any backend runs."""
     if settings.ort_providers and any(c.backend == "ort" for c in cands) and get_backend("ort").available().ok:
         from enginekit.backends.ort import resolve_providers
 
         resolve_providers(settings.ort_providers)
+    if settings.precision_plan is not None:
+        check_plan_candidates(cands, settings, strict=strict_plan)
+
+
+_TORCH_PLAN_BACKENDS = ("torch", "inductor")
+
+
+def check_plan_candidates(cands: Sequence[Candidate], settings: BackendSettings, *, strict: bool) -> None:
+    """--precision-plan: a readable plan, made for the precision of every fp16/bf16 candidate that applies plans.
+
+    Reduced-precision candidates that do not apply plans (openvino:bf16, aoti, TensorRT runners) are refused when
+    ``strict`` (`run`: the backends were listed explicitly), else logged as running without it (`optimize`, whose
+    TensorRT builds at the plan's precision take the plan). A plan no candidate applies is refused or logged alike.
+    """
+    from enginekit.graph.precision import load_plan
+
+    assert settings.precision_plan is not None
+    plan = load_plan(settings.precision_plan)
+
+    def applies(c: Candidate) -> bool:
+        if c.precision in get_backend(c.backend).plan_precisions:
+            return True
+        return not strict and c.backend.startswith("tensorrt") and c.precision == plan.precision
+
+    reduced = [c for c in cands if c.precision in ("fp16", "bf16")]
+    users = [c for c in reduced if applies(c)]
+    wrong = [c.label for c in users if c.precision != plan.precision]
+    if wrong:
+        raise InvalidArgumentError(f"--precision-plan {str(settings.precision_plan)!r} is a {plan.precision} plan, "
+                                   f"and {', '.join(wrong)} run(s) another precision.",
+                                   hint=f"Run them at {plan.precision}, or use a plan made for their precision.")
+    if settings.precision_plan_model is None and any(c.backend in _TORCH_PLAN_BACKENDS for c in users):
+        raise InvalidArgumentError("--precision-plan on the torch/inductor backends needs --precision-plan-model: the "
+                                   "ONNX the plan was made for, as `enginekit export` wrote it (its node metadata "
+                                   "maps plan nodes to PyTorch modules).")
+    ignored = [c.label for c in reduced if c not in users]
+    what = ("--precision-plan applies to ort:fp16, onnx-reference:fp16|bf16, torch:fp16|bf16, inductor:fp16|bf16 "
+            "and TensorRT engines built from the ONNX at fp16|bf16 (INT8 plans: `enginekit build --precision-plan`)")
+    example = f"--backend {'ort' if plan.precision == 'fp16' else 'onnx-reference'}:{plan.precision}"
+    if strict and ignored:
+        raise InvalidArgumentError(f"{', '.join(ignored)} cannot apply the precision plan: {what}.")
+    if strict and not users:
+        raise InvalidArgumentError(f"No listed backend applies the {plan.precision} precision plan: {what}.",
+                                   hint=f"Add a backend that does, e.g. {example}.")
+    if ignored:
+        log.warning("%s run(s) without the precision plan (%s)", ", ".join(ignored), what)
+    if not users:
+        log.warning("no candidate applies the %s precision plan (%s)", plan.precision, what)
 
 
 def run_backends(settings: RunSettings) -> RunResult:
@@ -265,7 +313,14 @@ def run_backends(settings: RunSettings) -> RunResult:
         check_format(get_backend(c.backend), fmt)
     inputs, outputs = model_io(Path(settings.model), fmt, settings.backend)
     validate_tolerance_names(settings.compare, [o.name for o in outputs])
-    check_backend_settings(cands, settings.backend)
+    check_backend_settings(cands, settings.backend, strict_plan=True)
+    plan_model = {"onnx": settings.model, "torch": settings.backend.precision_plan_model}.get(fmt)
+    if settings.backend.precision_plan is not None and plan_model is not None:  # unknown plan nodes: exit 2 now
+        from enginekit.graph.load import load_model
+        from enginekit.graph.precision import check_plan_nodes, load_plan
+
+        check_plan_nodes(load_plan(settings.backend.precision_plan),
+                         load_model(Path(plan_model), load_external_data=False, check=False))
     feed = prepare_feed(inputs, settings.feeds)
     ordered = [ref] + [c for c in cands if c != ref]
     rows: dict[Candidate, BackendRow] = {}

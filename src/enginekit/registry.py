@@ -48,6 +48,7 @@ class BackendInfo:
     aliases: tuple[str, ...] = ()
     formats: tuple[str, ...] = ("onnx",)  # model formats the runner loads (see model_format)
     default_precisions: tuple[str, ...] | None = None  # what `optimize` runs unasked (None: every precision)
+    plan_precisions: tuple[str, ...] = ()  # precisions at which the runner applies BackendSettings.precision_plan
     extra_check: Callable[[], Availability] | None = field(default=None, compare=False)
 
     def available(self) -> Availability:
@@ -76,6 +77,7 @@ class BackendInfo:
             "precisions": list(self.precisions),
             "dynamic_shapes": self.dynamic_shapes,
             "formats": list(self.formats),
+            "precision_plan": list(self.plan_precisions),
             "available": avail.ok,
             "reason": avail.reason,
         }
@@ -84,9 +86,13 @@ class BackendInfo:
 BACKENDS: tuple[BackendInfo, ...] = (
     BackendInfo(
         name="ort",
-        description="ONNX Runtime (CPU execution provider unless --ort-providers says otherwise)",
+        description="ONNX Runtime (CPU execution provider unless --ort-providers says otherwise); fp16: the model "
+        "converted to float16 (the CPU provider computes many fp16 ops in float32)",
         runner="enginekit.backends.ort:OrtRunner",
         requires=("onnxruntime",),
+        precisions=("fp32", "fp16"),
+        default_precisions=("fp32",),
+        plan_precisions=("fp16",),
         aliases=("onnxruntime", "onnxrt"),
     ),
     BackendInfo(
@@ -104,6 +110,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
         requires=("tensorrt", "torch"),
         devices=("cuda",),
         precisions=("fp32", "fp16", "bf16", "int8", "best"),
+        plan_precisions=("fp16", "bf16"),  # the engine is built with the plan
         aliases=("trt",),
         formats=("onnx", "engine"),
         extra_check=lambda: _gpu_check(None),
@@ -116,6 +123,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
         requires=("tensorrt_rtx", "torch"),
         devices=("cuda",),
         precisions=("fp32", "fp16", "bf16", "int8", "best"),
+        plan_precisions=("fp16", "bf16"),  # the engine is built with the plan
         aliases=("trt-rtx", "tensorrt_rtx", "rtx"),
         formats=("onnx", "engine"),
         extra_check=lambda: _gpu_check(RTX_CAPABILITIES),
@@ -127,6 +135,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
         requires=("torch",),
         devices=("cpu", "cuda"),
         precisions=("fp32", "tf32", "fp16", "bf16"),
+        plan_precisions=("fp16", "bf16"),
         aliases=("pytorch", "eager"),
         formats=("torch",),
     ),
@@ -138,6 +147,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
         requires=("torch",),
         devices=("cpu", "cuda"),
         precisions=("fp32", "tf32", "fp16", "bf16"),
+        plan_precisions=("fp16", "bf16"),
         aliases=("torch-compile", "compile"),
         formats=("torch",),
     ),
@@ -167,6 +177,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
         requires=("onnx",),
         precisions=("fp32", "fp16", "bf16"),
         default_precisions=("fp32",),
+        plan_precisions=("fp16", "bf16"),
         aliases=("reference", "onnx_reference", "ref"),
     ),
 )

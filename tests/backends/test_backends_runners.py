@@ -81,8 +81,8 @@ def test_ort_providers_are_validated(mlp_model: Path) -> None:
 
 
 def test_unsupported_precision_is_refused(mlp_model: Path) -> None:
-    with pytest.raises(InvalidArgumentError, match="does not offer precision 'fp16'"):
-        get_backend("ort").create_runner(mlp_model, BackendSettings(), "fp16")
+    with pytest.raises(InvalidArgumentError, match="does not offer precision 'bf16'"):
+        get_backend("ort").create_runner(mlp_model, BackendSettings(), "bf16")
 
 
 def test_reference_batchnorm_momentum_workaround(ocr_cls_model: Path) -> None:

@@ -51,8 +51,8 @@ def test_backend_listed_twice(cli, user_error, mlp_model: Path) -> None:
 
 
 def test_unsupported_precision(cli, user_error, mlp_model: Path) -> None:
-    res = cli("run", mlp_model, "--input", "x:2x4", "-b", "ort:fp16")
-    user_error(res, "'ort'", "fp16")
+    res = cli("run", mlp_model, "--input", "x:2x4", "-b", "ort:bf16")
+    user_error(res, "'ort'", "bf16")
 
 
 # --- --input ------------------------------------------------------------------------------------

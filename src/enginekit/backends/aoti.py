@@ -319,6 +319,11 @@ class AotiRunner(TorchRunner):
     # lifecycle -----------------------------------------------------------------------------------------
     def _load(self) -> None:
         torch = require("torch", purpose="the 'aoti' backend")
+        if self.settings.precision_plan is not None and self.precision in ("fp16", "bf16"):
+            raise InvalidArgumentError(
+                "The aoti backend does not apply --precision-plan: an AOTInductor package is compiled without FP32 "
+                "islands.", hint="Use --backend torch or inductor with the plan (and --precision-plan-model), or "
+                "ort:fp16 / onnx-reference on the ONNX export.")
         if self.is_package:
             self._load_package_setup()
         else:

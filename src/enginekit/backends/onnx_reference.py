@@ -48,7 +48,7 @@ def inference_batchnorm_ops(model: onnx.ModelProto) -> list[type]:
 class ReferenceRunner(Runner):
     """fp32 runs the model as given; fp16/bf16 run it converted (graph/precision.py, IO types kept), each
     value stored in the low type: a faithful low-precision emulator on the CPU (onnxruntime's CPU provider
-    computes many fp16 ops in float32 and hides overflows)."""
+    computes many fp16 ops in float32 and hides overflows). The nodes of ``--precision-plan`` stay FP32."""
 
     backend = "onnx-reference"
     supported_precisions = ("fp32", "fp16", "bf16")
@@ -60,10 +60,11 @@ class ReferenceRunner(Runner):
         from onnx.reference import ReferenceEvaluator
 
         model = load_model(self.model, check=False)
+        self._conversion: dict[str, Any] | None = None
         if self.precision in ("fp16", "bf16"):
-            from enginekit.graph.precision import convert_precision
+            from enginekit.backends.onnx_plan import convert_for_runner
 
-            model = convert_precision(model, self.precision, None).model
+            model, self._conversion = convert_for_runner(model, self.precision, self.settings)
         new_ops = inference_batchnorm_ops(model)
         if new_ops:
             log.info("onnx-reference: using the inference BatchNormalization formula (opset 9-13)")
@@ -81,4 +82,7 @@ class ReferenceRunner(Runner):
     def describe(self) -> dict[str, object]:
         import onnx
 
-        return {**super().describe(), "version": onnx.__version__}
+        info: dict[str, object] = {**super().describe(), "version": onnx.__version__}
+        if self._conversion is not None:
+            info["conversion"] = self._conversion
+        return info

@@ -1,5 +1,13 @@
 """ONNX Runtime runner: CPU tuning (threads, graph optimization level, saved optimized model) and, with
-onnxruntime-gpu, the CUDA and TensorRT execution providers and their options."""
+onnxruntime-gpu, the CUDA and TensorRT execution providers and their options.
+
+Precision ``fp16`` runs the model converted to float16 by enginekit (graph/precision.py, IO types kept), with
+the nodes of ``--precision-plan`` as the conversion's node block list (kept FP32). Mind what that measures:
+onnxruntime's CPU provider is no fp16 emulator: it has float16 kernels for few ops and computes the others in
+float32 between inserted Casts, so overflows and roundings of fp16 hardware often do not show on the CPU. Real
+fp16 compute needs the CUDA or TensorRT execution providers (onnxruntime-gpu). enginekit's faithful fp16 emulator
+on the CPU is the ``onnx-reference`` backend.
+"""
 
 from __future__ import annotations
 
@@ -101,13 +109,22 @@ def session_options(ort: Any, s: BackendSettings) -> Any:
 
 class OrtRunner(Runner):
     backend = "ort"
+    supported_precisions = ("fp32", "fp16")
 
     def _load(self) -> None:
         ort = require("onnxruntime", purpose="the 'ort' backend")
         ort.set_default_logger_severity(4)  # errors come back as exceptions; don't also print them
         self._providers = resolve_providers(self.settings.ort_providers)
+        self._conversion: dict[str, Any] | None = None
+        model: str | bytes = str(self.model)
+        if self.precision == "fp16":
+            from enginekit.backends.onnx_plan import convert_for_runner
+            from enginekit.graph.load import load_model
+
+            proto, self._conversion = convert_for_runner(load_model(self.model, check=False), "fp16", self.settings)
+            model = proto.SerializeToString()
         self._session: Any = ort.InferenceSession(
-            str(self.model), sess_options=session_options(ort, self.settings),
+            model, sess_options=session_options(ort, self.settings),
             providers=provider_options(self._providers, self.settings),
         )
         self._version = ort.__version__
@@ -121,5 +138,8 @@ class OrtRunner(Runner):
         return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "version": self._version, "providers": self._session.get_providers(),
+        info = {**super().describe(), "version": self._version, "providers": self._session.get_providers(),
                 "graph_optimization": self.settings.ort_graph_optimization}
+        if self._conversion is not None:
+            info["conversion"] = self._conversion
+        return info

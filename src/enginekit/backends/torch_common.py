@@ -8,8 +8,9 @@ the exporter names them (``output``, or ``output_0..N`` for nested tuples/lists/
 
 Precision is the candidate's: ``fp32`` (IEEE: TF32 is switched off on CUDA, cuDNN convolutions included),
 ``tf32`` (CUDA only), ``fp16`` / ``bf16`` (the model's floating weights and floating inputs are cast, as
-deployed; no autocast). At the runner boundary inputs and outputs stay as the feed gives them: reduced
-float outputs come back as float32, so every candidate compares with an fp32 reference. TF32 flags are
+deployed; no autocast); with ``--precision-plan`` the modules holding the plan's ONNX nodes stay float32
+(:mod:`enginekit.backends.torch_plan`). At the runner boundary inputs and outputs stay as the feed gives
+them: reduced float outputs come back as float32, so every candidate compares with an fp32 reference. TF32 flags are
 set around each call and restored afterwards, so nothing leaks into the rest of the process.
 """
 
@@ -255,12 +256,19 @@ def use_channels_last(setting: str, device: str, module: Any, plans: Sequence[In
     return device == "cuda" and image and has_conv(module)
 
 
-def prepare_module(module: Any, device: str, dtype: Any, channels_last: bool) -> Any:
-    """Cast (fp16/bf16), move and re-layout the model's weights; returns the module."""
+def prepare_module(module: Any, device: str, dtype: Any, channels_last: bool, keep_fp32: Sequence[str] = ()) -> Any:
+    """Cast (fp16/bf16), move and re-layout the model's weights; returns the module.
+
+    ``keep_fp32``: qualified names of submodules that stay float32 inside the cast model (a precision plan).
+    """
     import torch
 
     module = module.to(device)
-    if dtype is not None:
+    if dtype is not None and keep_fp32:
+        from enginekit.backends.torch_plan import cast_keeping_fp32
+
+        cast_keeping_fp32(module, dtype, keep_fp32)
+    elif dtype is not None:
         module = module.to(dtype)
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -396,11 +404,18 @@ class TorchRunner(Runner):
             self._info["gpu"] = torch.cuda.get_device_name()
 
     def _prepared_source(self) -> tuple[Any, Source]:
-        """The source model on the device at the compute precision (channels-last when chosen)."""
+        """The source model on the device at the compute precision (channels-last when chosen), the modules of
+        the precision plan (when one applies) kept in float32."""
+        from enginekit.backends.torch_plan import torch_plan_for
+
         module, src = load_source(self.source_text)
         self._channels_last = use_channels_last(self.settings.channels_last, self.device, module, self.plans())
-        module = prepare_module(module, self.device, self._dtype, self._channels_last)
+        plan = torch_plan_for(self.settings, self.precision, src.kind, module)
+        keep = plan.module_names() if plan is not None else ()
+        module = prepare_module(module, self.device, self._dtype, self._channels_last, keep_fp32=keep)
         self._info.update({"source_kind": src.kind, "channels_last": self._channels_last})
+        if plan is not None:
+            self._info["precision_plan"] = plan.to_dict()
         return module, src
 
     def _discover(self, module: Any) -> None:

@@ -155,12 +155,22 @@ ChannelsLastOpt = Annotated[str, typer.Option("--channels-last", help="auto (con
                             "or off.")]
 DynamicShapesOpt = Annotated[str, typer.Option("--dynamic-shapes", help="inductor: static (compile per shape), "
                              "dynamic (symbolic --input dims, else the batch) or auto.")]
+PrecisionPlanOpt = Annotated[Path | None, typer.Option(
+    "--precision-plan", metavar="PLAN.json", help="Precision plan (from `enginekit debug precision`): ONNX nodes kept "
+    "in FP32 by the fp16/bf16 backends that apply plans: ort:fp16 and onnx-reference (node block list of the "
+    "conversion), torch and inductor (the PyTorch modules holding those nodes, each kept whole); ignored at fp32.",
+    show_default=False)]
+PrecisionPlanModelOpt = Annotated[Path | None, typer.Option(
+    "--precision-plan-model", metavar="MODEL.onnx", help="torch/inductor with --precision-plan: the ONNX the plan was "
+    "made for, as `enginekit export` wrote it (its node metadata names the PyTorch module of each node).",
+    show_default=False)]
 
 
 def backend_settings(
     ort_providers: list[str] | None, openvino_precision: str, *, ort_graph_optimization: str = "all",
     ort_threads: int = 0, ort_save_optimized: Path | None = None, ort_fp16: bool = False,
     ort_trt_cache: Path | None = None, ort_trt_profile: list[str] | None = None,
+    precision_plan: Path | None = None, precision_plan_model: Path | None = None,
 ) -> Any:
     from enginekit.errors import InvalidArgumentError
     from enginekit.settings import BackendSettings
@@ -173,5 +183,6 @@ def backend_settings(
         ort_providers=split_multi(ort_providers), openvino_precision=openvino_precision,
         ort_graph_optimization=ort_graph_optimization, ort_intra_op_threads=ort_threads,
         ort_optimized_model=ort_save_optimized, ort_cuda_fp16=ort_fp16, ort_trt_cache_dir=ort_trt_cache,
-        ort_trt_profiles=tuple(ort_trt_profile or []),
+        ort_trt_profiles=tuple(ort_trt_profile or []), precision_plan=precision_plan,
+        precision_plan_model=precision_plan_model,
     )

@@ -31,7 +31,8 @@ def optimize(
                      "as for `enginekit export` (exported, verified and prepared first); omitted: the bundled "
                      "digits example.", show_default=False)] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Candidates NAME[:PRECISION] "
-                       "(ort, openvino, openvino:bf16, onnx-reference); default: every backend and precision.",
+                       "(ort, ort:fp16, openvino, openvino:bf16, onnx-reference:fp16, ...); default: every backend at "
+                       "its default precisions.",
                        show_default=False)] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Reference candidate (default ort).",
                          show_default=False)] = None,
@@ -69,6 +70,15 @@ def optimize(
                                   "targets, e.g. 8.6.", show_default=False)] = None,
     cache_dir: Annotated[Path | None, typer.Option("--cache-dir", help="Engine cache folder.",
                          show_default=False)] = None,
+    precision_plan: Annotated[Path | None, typer.Option(
+        "--precision-plan", metavar="PLAN.json", help="Precision plan (from `enginekit debug precision`): ONNX nodes "
+        "kept in FP32 by the fp16/bf16 candidates that apply plans (ort:fp16, onnx-reference, torch, inductor; "
+        "chosen with --backend) and by TensorRT builds at the plan's precision; others run without it.",
+        show_default=False)] = None,
+    precision_plan_model: Annotated[Path | None, typer.Option(
+        "--precision-plan-model", metavar="MODEL.onnx", help="torch/inductor with --precision-plan: the ONNX the "
+        "plan was made for, as exported (its node metadata names the PyTorch modules); default for a PyTorch "
+        "source: the ONNX this run exports (REPORT/model.onnx).", show_default=False)] = None,
     prepare: Annotated[bool | None, typer.Option("--prepare/--no-prepare", help="Run `prepare`'s default passes "
                        "(verified) before the backends; default: after an export only.", show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -90,7 +100,9 @@ def optimize(
     feeds = (source_settings["feeds"] if source_settings["export"] is not None
              else common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite))
     builds = _builds(target, common.split_multi(precision), tuple(profile or []), calib_data,
-                     common.split_multi(compute_capability), cache_dir)
+                     common.split_multi(compute_capability), cache_dir, precision_plan)
+    if precision_plan is not None and precision_plan_model is None and source_settings["export"] is not None:
+        precision_plan_model = source_settings["export"].output  # written by the export step, read by the runners
     settings = OptimizeSettings(
         builds=builds,
         model=source_settings["model"],
@@ -99,7 +111,8 @@ def optimize(
         backends=common.split_multi(backend),
         reference=reference,
         feeds=feeds,
-        backend=common.backend_settings(ort_providers, "fp32"),
+        backend=common.backend_settings(ort_providers, "fp32", precision_plan=precision_plan,
+                                        precision_plan_model=precision_plan_model),
         compare=common.compare_settings(atol, rtol, check_error_stat, validate),
         dataset=dataset,
         batch_size=batch_size,
@@ -109,8 +122,9 @@ def optimize(
 
 
 def _builds(target: str, precisions: tuple[str, ...], profiles: tuple[str, ...], calib_data: Path | None,
-            ccs: tuple[str, ...], cache_dir: Path | None) -> tuple[Any, ...]:
-    """One BuildSettings per precision when the target is TensorRT; none otherwise."""
+            ccs: tuple[str, ...], cache_dir: Path | None, plan: Path | None) -> tuple[Any, ...]:
+    """One BuildSettings per precision when the target is TensorRT (those at the plan's precision take the
+    --precision-plan); none otherwise."""
     from enginekit.errors import InvalidArgumentError
     from enginekit.graph.support import parse_target
     from enginekit.settings import BuildSettings
@@ -122,8 +136,14 @@ def _builds(target: str, precisions: tuple[str, ...], profiles: tuple[str, ...],
                                        "targets (--target tensorrt or tensorrt-rtx).")
         return ()
     chosen = precisions or (("fp32", "fp16") + (("int8",) if calib_data else ()))
+    plan_precision = None
+    if plan is not None:
+        from enginekit.graph.precision import load_plan
+
+        plan_precision = load_plan(plan).precision
     return tuple(BuildSettings(backend=name, precision=p, profiles=profiles, calib_data=calib_data,
-                               compute_capabilities=ccs, cache_dir=cache_dir) for p in chosen)
+                               compute_capabilities=ccs, cache_dir=cache_dir,
+                               precision_plan=plan if p == plan_precision else None) for p in chosen)
 
 
 def _source_settings(

@@ -27,8 +27,9 @@ from enginekit.cli.common import (
 def run(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model, Paddle model, TensorRT engine, or a "
                      "PyTorch source (file.py:factory, TorchScript, .pt2) for the torch/inductor/aoti backends.")],
-    backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend to run (ort, openvino, "
-                       "onnx-reference); repeat or comma-separate. The first is the reference.",
+    backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend[:PRECISION] to run (ort, "
+                       "ort:fp16, openvino, onnx-reference:fp16, torch:fp16, ...); repeat or comma-separate. The "
+                       "first is the reference.",
                        show_default=False)] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Which listed backend is the reference.",
                          show_default=False)] = None,
@@ -55,6 +56,8 @@ def run(
     inductor_freezing: common.InductorFreezingOpt = True,
     channels_last: common.ChannelsLastOpt = "auto",
     dynamic_shapes: common.DynamicShapesOpt = "static",
+    precision_plan: common.PrecisionPlanOpt = None,
+    precision_plan_model: common.PrecisionPlanModelOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_error_stat: StatOpt = "elemwise",
@@ -90,7 +93,8 @@ def run(
         backend=common.backend_settings(
             ort_providers, openvino_precision, ort_graph_optimization=ort_graph_optimization, ort_threads=ort_threads,
             ort_save_optimized=ort_save_optimized, ort_fp16=ort_fp16, ort_trt_cache=ort_trt_cache,
-            ort_trt_profile=ort_trt_profile),
+            ort_trt_profile=ort_trt_profile, precision_plan=precision_plan,
+            precision_plan_model=precision_plan_model),
         compare=common.compare_settings(atol, rtol, check_error_stat, validate),
         save_inputs=save_inputs,
         save_outputs=save_outputs,

@@ -38,8 +38,9 @@ class TensorRTRunner(Runner):
         from enginekit.backends.tensorrt.build import build_engine  # an ONNX model: build through the cache
         from enginekit.settings import BuildSettings
 
+        plan = self.settings.precision_plan if self.precision in ("fp16", "bf16") else None
         result = build_engine(self.model, BuildSettings(backend=self.backend, precision=self.precision,
-                                                        profiles=self.settings.trt_profiles))
+                                                        profiles=self.settings.trt_profiles, precision_plan=plan))
         return result.plan_path, result.manifest
 
     def _io_specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
