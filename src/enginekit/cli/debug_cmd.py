@@ -67,7 +67,11 @@ def precision(
     = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find a small set of FP32 islands (range analysis, bisection, greedy shrink); write the plan and model."""
+    """Find a small set of FP32 islands (range analysis, bisection, greedy shrink); write the plan and model.
+
+    --atol/--rtol left at their defaults become scale-aware for the target: 4 epsilons of the format
+    (fp16 2^-10, bf16 and int8 2^-7), atol times max |reference| per output. Details: docs/PRECISION.md.
+    """
     from enginekit.debug.execute import check_backend, default_backend, make_reference
     from enginekit.debug.fix import command_check, find_fp32_islands, range_analysis_initial
     from enginekit.errors import InvalidArgumentError

@@ -1,12 +1,14 @@
 """Reference pass with every intermediate tensor observed, memory-bounded.
 
-Intermediate node outputs are added as graph outputs ``chunk_size`` at a time; onnxruntime (CPU, graph
-optimizations disabled so values keep their names) runs once per chunk, and each tensor is reduced to
-:class:`TensorStats` right away, so a large model never holds all its activations at once.
+Intermediate node outputs are requested ``chunk_size`` at a time; the model runs once per chunk (onnxruntime
+CPU with graph optimizations disabled so values keep their names, or another executor of
+:mod:`enginekit.debug.execute`), and each tensor is reduced to :class:`TensorStats` right away, so a large
+model never holds all its activations at once (onnxruntime frees what no requested output needs; onnx's
+reference evaluator, used for float64 references, keeps one run's values until it returns).
 
 Note: onnxruntime's CPU provider has no float16 kernels for many ops and runs them in float32 between
 inserted Casts; an observed float16 value is rounded when it is fetched, but its consumers may have used
-the unrounded value. Observed low-precision tensors are therefore faithful up to the first bad one.
+the unrounded value. Low-precision candidates are therefore observed in the reference evaluator by default.
 """
 
 from __future__ import annotations
