@@ -269,13 +269,8 @@ def check_plan_candidates(cands: Sequence[Candidate], settings: BackendSettings,
     assert settings.precision_plan is not None
     plan = load_plan(settings.precision_plan)
 
-    def applies(c: Candidate) -> bool:
-        if c.precision in get_backend(c.backend).plan_precisions:
-            return True
-        return not strict and c.backend.startswith("tensorrt") and c.precision == plan.precision
-
     reduced = [c for c in cands if c.precision in ("fp16", "bf16")]
-    users = [c for c in reduced if applies(c)]
+    users = [c for c in reduced if c.precision in get_backend(c.backend).plan_precisions]
     wrong = [c.label for c in users if c.precision != plan.precision]
     if wrong:
         raise InvalidArgumentError(f"--precision-plan {str(settings.precision_plan)!r} is a {plan.precision} plan, "

@@ -63,7 +63,8 @@ class BackendSettings:
     channels_last: str = "auto"  # auto (4-D image inputs on CUDA) | on | off
     dynamic_shapes: str = "static"  # static | dynamic (mark batch dynamic) | auto (torch.compile's default)
     # plan.json (ONNX nodes kept in FP32), applied by runners at fp16/bf16: ort:fp16 and onnx-reference (node block
-    # list of the conversion), torch and inductor (the PyTorch modules holding those nodes); ignored at fp32
+    # list of the conversion), TensorRT built from the ONNX (into the build), torch and inductor (the PyTorch
+    # modules holding those nodes); ignored at fp32
     precision_plan: Path | None = None
     # torch/inductor: the ONNX the plan was made for, as the dynamo exporter wrote it (its node metadata names the
     # PyTorch module of every node); not needed by the ONNX runners, which run that model themselves

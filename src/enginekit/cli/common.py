@@ -158,7 +158,8 @@ DynamicShapesOpt = Annotated[str, typer.Option("--dynamic-shapes", help="inducto
 PrecisionPlanOpt = Annotated[Path | None, typer.Option(
     "--precision-plan", metavar="PLAN.json", help="Precision plan (from `enginekit debug precision`): ONNX nodes kept "
     "in FP32 by the fp16/bf16 backends that apply plans: ort:fp16 and onnx-reference (node block list of the "
-    "conversion), torch and inductor (the PyTorch modules holding those nodes, each kept whole); ignored at fp32.",
+    "conversion), TensorRT engines built from the ONNX, torch and inductor (the PyTorch modules holding those "
+    "nodes, each kept whole); ignored at fp32.",
     show_default=False)]
 PrecisionPlanModelOpt = Annotated[Path | None, typer.Option(
     "--precision-plan-model", metavar="MODEL.onnx", help="torch/inductor with --precision-plan: the ONNX the plan was "

@@ -265,6 +265,7 @@ class Quantizer:
         upgraded, note = self._per_channel_opset()
         self.preprocessed, self.preprocess = ((upgraded, "skipped: not asked") if not preprocess
                                               else _preprocess(upgraded, self.work / "pre.onnx"))
+        self._renaming = self.preprocessed != upgraded  # pre-processing ran and may have fused nodes
         if note:
             self.preprocess = f"{note}; {self.preprocess}"
         self.renamed = self._fused_names()
@@ -292,7 +293,7 @@ class Quantizer:
     def _fused_names(self) -> dict[str, list[str]]:
         """Original node name -> names in the pre-processed model. Its fusions name the fused node after the
         original (``fc/MatMulAddFusion`` for MatMul ``fc`` + Add), so exclusions must follow them."""
-        if self.preprocess.startswith("skipped") or "; skipped" in self.preprocess:
+        if not self._renaming:
             return {}
         pre = [n.name for n in onnx.load(str(self.preprocessed), load_external_data=False).graph.node if n.name]
         present = set(pre)
