@@ -39,6 +39,79 @@ def branchy() -> nn.Module:
     return Branchy()
 
 
+class SignBranch(nn.Module):
+    """Branches on the sign of the input: uniform [0, 1) feeds always take the first branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+
+
+def sign_branch() -> nn.Module:
+    return SignBranch()
+
+
+class RareBranch(nn.Module):
+    """A branch no verification feed reaches: only the tracer's warning tells it was baked in."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.abs().max() > 1e6:
+            return x * 0
+        return x + 1
+
+
+def rare_branch() -> nn.Module:
+    return RareBranch()
+
+
+class PythonNumber(nn.Module):
+    """Takes a tensor out as a Python float: tracing records the traced input's maximum as a constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = float(x.abs().max())
+        return x / scale
+
+
+def python_number() -> nn.Module:
+    return PythonNumber()
+
+
+class ShapeChecks(nn.Module):
+    """Python values from shapes only (an assert, a reshape): the tracer warns, the trace is still right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == 8, "expects 8 features"
+        return x.reshape(x.shape[0], 2, 4).sum(-1)
+
+
+def shape_checks() -> nn.Module:
+    return ShapeChecks()
+
+
+class LogOfInput(nn.Module):
+    """Defined for positive inputs only: negated feeds give NaN in the source and the ONNX model alike."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x) + 1
+
+
+def log_of_input() -> nn.Module:
+    return LogOfInput()
+
+
+class Passthrough(nn.Module):
+    """Returns its input and one tensor twice: outputs that need their own tensors to be renamed."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = torch.relu(x)
+        return x, y, y
+
+
+def passthrough() -> nn.Module:
+    return Passthrough()
+
+
 def convnet() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from enginekit.cli import common
-from enginekit.cli.common import AtolOpt, JsonOpt, RtolOpt, SeedOpt, ValRangeOpt
+from enginekit.cli.common import JsonOpt, SeedOpt
 
 HELP = """Export a PyTorch or Paddle model to ONNX and verify it against the source.
 
@@ -21,9 +21,28 @@ SOURCE is one of:
 
 Dims: --input x:batch,3,224,224 (symbolic names are dynamic axes), --input x:1x3x224x224 (fixed),
 --dynamic x:0=batch[1..32] (make axis 0 dynamic, named batch, sizes 1 to 32).
-The ONNX model runs in onnxruntime and the source in its framework on the same feeds, at the traced
-shape and at another valid size of every dynamic axis (two seeds each); any mismatch fails the export.
+
+Verification: the ONNX model runs in onnxruntime and the source in its framework on the same feeds, at
+the traced shape and at another valid size of every dynamic axis: two seeds of --val-range values
+(default 0..1 for floats), the first seed negated, and (traced shape) N(0,1), N(0,1) x100 and
+N(0,1) x0.01. A float input with a --val-range stays in it (mirrored, its ends, near its top and
+bottom); integer inputs stay in their range. An output element matches when its absolute error is at
+most 1e-4 (--atol) or its relative error is at most 1e-4 (--rtol). A mismatch, or a TorchScript
+tracer warning that a tensor computed from the inputs became a Python value (if x.sum() > 0, .item(),
+float(x)), fails the export: exit 1, the model written only to NAME.failed.onnx. (Paddle models are
+compared on one seed at each shape.)
 """
+
+AtolOpt = Annotated[list[str] | None, typer.Option(
+    "--atol", help="Absolute tolerance of the verification: VALUE (default 1e-4) or OUTPUT:VALUE. An element "
+    "fails only when it exceeds both --atol and --rtol. Repeatable.", show_default=False)]
+RtolOpt = Annotated[list[str] | None, typer.Option(
+    "--rtol", help="Relative tolerance of the verification (error / |source value|): VALUE (default 1e-4) or "
+    "OUTPUT:VALUE. Repeatable.", show_default=False)]
+ValRangeOpt = Annotated[list[str] | None, typer.Option(
+    "--val-range", help="Value range [NAME:]LOW,HIGH of the verification feeds (default 0,1 for floats; 0..100 "
+    "for integer ids, 1 for masks); a float input given a range is never fed values outside it. Repeatable.",
+    show_default=False)]
 
 
 def export(
@@ -100,13 +119,25 @@ def render(doc: dict[str, object]) -> None:
     if not cases:
         out.print("[yellow]Not verified[/] (--no-verify).")
         return
-    t = Table("case", "shapes", "output", "max abs", "max rel", "passed", title="Verification against the source",
-              title_justify="left")
+    t = Table("case", "inputs (shape, values)", "output", "max abs", "max rel", "passed",
+              title="Verification against the source", title_justify="left")
     from enginekit.report.markdown import fmt
 
     for c in cases:  # type: ignore[attr-defined]
         for name, o in c["outputs"].items():
-            t.add_row(escape(c["label"]), escape(str(c["shapes"])), escape(name), fmt(o["max_abs_err"]),
+            t.add_row(escape(c["label"]), escape(_inputs_text(c)), escape(name), fmt(o["max_abs_err"]),
                       fmt(o["max_rel_err"]), "[green]yes[/]" if o["passed"] else "[red]no[/]")
     out.print(t)
     out.print("[bold green]VERIFIED[/]")
+
+
+def _inputs_text(case: dict[str, object]) -> str:
+    """``x 2x8 in -0.98..-0.01`` per input."""
+    values: dict[str, list[float]] = case.get("values") or {}  # type: ignore[assignment]
+    parts = []
+    for name, shape in case["shapes"].items():  # type: ignore[attr-defined]
+        text = f"{name} {'x'.join(map(str, shape)) or 'scalar'}"
+        if name in values:
+            text += f" in {values[name][0]:.3g}..{values[name][1]:.3g}"
+        parts.append(text)
+    return "; ".join(parts)
