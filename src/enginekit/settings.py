@@ -173,7 +173,7 @@ class PrepareSettings:
     """`enginekit prepare MODEL -o out.onnx`: ONNX graph passes, each verified with onnxruntime."""
 
     output: Path
-    passes: tuple[str, ...] = ("shape-inference", "simplify", "int64-to-int32")
+    passes: tuple[str, ...] = ("unique-dim-names", "shape-inference", "simplify", "int64-to-int32")
     target_opset: int | None = None  # adds an "opset" pass when set
     fix_input_shapes: tuple[InputShape, ...] = ()  # adds a "fix-input-shapes" pass when set
     verify: bool = True
@@ -188,6 +188,9 @@ class LintSettings:
     target: str = "tensorrt"  # tensorrt, tensorrt-rtx, ort, openvino
     target_version: str | None = None  # None: the installed one, else the newest in the support table
     parse: bool = True  # also run the real ONNX parser when tensorrt / tensorrt_rtx is installed
+    # (input, shape) the model will see (each profile's MIN/OPT/MAX, or feeds): dims sharing a name that differ
+    # here are errors (TensorRT forces dims with one name equal)
+    profile_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,9 @@ class BuildSettings:
     compute_capabilities: tuple[str, ...] = ()  # e.g. ("8.6", "12.0"); where the library can target them
     cache_dir: Path | None = None
     use_cache: bool = True
+    # rename input dims TensorRT would tie (shared "?" names; shared names the profiles give different sizes);
+    # the renames are part of the cache key when there are any
+    unique_dim_names: bool = True
 
     ARTIFACT_FIELDS = (
         "backend", "profiles", "precision", "calib_method", "workspace_mib", "optimization_level",

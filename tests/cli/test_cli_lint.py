@@ -126,3 +126,19 @@ def test_json_stdout_stays_clean_when_the_native_parser_prints(tmp_path: Path) -
     data = json.loads(proc.stdout)  # nothing but JSON on stdout
     assert "Unsupported ONNX data type" not in proc.stderr  # the library's own print is kept in the parser log
     assert any("Unsupported ONNX data type" in line for line in data["parser"]["log"])
+
+
+def test_profile_with_shared_question_mark_dims_exits_1(cli, user_error, ocr_cls_model: Path, tmp_path: Path) -> None:
+    """PaddleOCR's classifier x [?, 3, ?, ?]: H 48 and W 192 cannot share the name '?' in TensorRT."""
+    args = ("lint", ocr_cls_model, "--target", "tensorrt-rtx", "--no-parse", "--json")
+    plain = cli(*args)
+    assert plain.code == 0 and [f["severity"] for f in plain.json()["findings"]
+                                if f["code"] == "EK-TRT-DIM-NAMES"] == ["warning"]
+    res = cli(*args, "--profile", "x:1x3x48x192:4x3x48x192:8x3x48x192")
+    assert res.code == 1, res.stdout + res.stderr
+    (err,) = [f for f in res.json()["findings"] if f["code"] == "EK-TRT-DIM-NAMES"]
+    assert err["severity"] == "error" and "x dim 2 (48) and x dim 3 (192)" in err["message"]
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, x=np.zeros((2, 3, 48, 192), np.float32))
+    assert cli(*args, "--profile-from", feeds).code == 1
+    user_error(cli(*args, "--profile", "y:1x3x48x192:4x3x48x192:8x3x48x192"), "does not have")

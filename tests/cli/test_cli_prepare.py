@@ -63,7 +63,8 @@ def test_json_shape(cli, mlp: Path, tmp_path: Path) -> None:
     assert doc["passed"] is True and doc["verified"] is True and doc["external_data"] is None
     assert doc["inputs"] == {"x": {"shape": [2, 4], "dtype": "float32"}}
     assert doc["tolerances"] == {"atol": 1e-5, "rtol": 1e-5, "check_error_stat": "elemwise"}
-    assert [p["name"] for p in doc["passes"]] == ["fix-input-shapes", "shape-inference", "simplify", "int64-to-int32"]
+    assert [p["name"] for p in doc["passes"]] == ["fix-input-shapes", "unique-dim-names", "shape-inference", "simplify",
+                                                  "int64-to-int32"]
     for p in doc["passes"]:
         assert set(p) == PASS_KEYS
     fixed = doc["passes"][0]
@@ -85,7 +86,7 @@ def test_failed_pass_exits_1_and_still_writes(cli, mlp: Path, tmp_path: Path) ->
     doc = res.json()
     assert doc["passed"] is False
     rows = [(p["name"], p["status"]) for p in doc["passes"]]
-    assert rows[:2] == [("opset", "failed"), ("shape-inference", "applied")]
+    assert rows[:3] == [("opset", "failed"), ("unique-dim-names", "skipped"), ("shape-inference", "applied")]
 
 
 def test_no_verify_and_pass_selection(cli, mlp: Path, tmp_path: Path) -> None:

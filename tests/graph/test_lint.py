@@ -167,7 +167,48 @@ def test_symbolic_dims_are_listed_with_a_profile_fix(save: Save) -> None:
     (f,) = find(run(path, parse=False), "EK-TRT-DYNAMIC-SHAPE")
     assert f.severity == "warning" and f.tensors == ("ids", "mask")
     assert "ids [batch, seq] (dynamic axes 0, 1)" in f.message and "mask [batch, 16] (dynamic axes 0)" in f.message
-    assert "--minShapes=ids:?x?,mask:?x16" in f.fix and "--profile" in f.fix
+    assert "--minShapes=ids:?x?,mask:?x16" in f.fix and "--profile" in f.fix and "(coming)" not in f.fix
+    assert find(run(path, parse=False), "EK-TRT-DIM-NAMES") == []  # 'batch' on two inputs: the author's choice
+
+
+def test_shared_placeholder_dims_warn_without_a_profile_and_fail_with_one(ocr_cls_model: Path) -> None:
+    (warn,) = find(run(ocr_cls_model, target="tensorrt-rtx", parse=False), "EK-TRT-DIM-NAMES")
+    assert warn.severity == "warning" and warn.tensors == ("x",)
+    assert "x dim 2 and x dim 3 share the dim name '?'" in warn.message and "forces" in warn.message
+    assert "'x_dim2'" in warn.fix and "unique-dim-names" in warn.fix
+
+    def lint(*shapes: tuple[int, ...]) -> LintResult:
+        pairs = tuple(("x", s) for s in shapes)
+        return lint_model(ocr_cls_model, LintSettings(target="tensorrt-rtx", parse=False, profile_shapes=pairs))
+
+    res = lint((1, 3, 48, 192), (4, 3, 48, 192), (8, 3, 48, 192))  # the profile that failed in TensorRT-RTX
+    (err,) = find(res, "EK-TRT-DIM-NAMES")
+    assert not res.ok and err.severity == "error"
+    assert err.message.startswith("x dim 2 (48) and x dim 3 (192) share the dim name '?'")
+    assert "enginekit build renames them by default (x dim 2 -> 'x_dim2', x dim 3 -> 'x_dim3')" in err.fix
+    square = lint((1, 3, 64, 64), (8, 3, 64, 64))  # equal here: builds, but any other shape would not
+    assert square.ok and [f.severity for f in find(square, "EK-TRT-DIM-NAMES")] == ["warning"]
+    with pytest.raises(UnknownNameError, match=r"did you mean 'x'"):
+        lint_model(ocr_cls_model, LintSettings(target="tensorrt-rtx", parse=False, profile_shapes=(("xx", (1,)),)))
+
+
+def test_author_dim_names_are_errors_only_where_the_profile_differs(save: Save) -> None:
+    nodes = [helper.make_node("Add", ["x", "y"], ["z"], name="add")]
+    path = save("batch2", nodes, [vi("x", TensorProto.FLOAT, ["batch", 4]), vi("y", TensorProto.FLOAT, ["batch", 4])],
+                [vi("z", TensorProto.FLOAT, ["batch", 4])])
+
+    def lint(x_max: int, y_max: int) -> LintResult:
+        pairs = (("x", (1, 4)), ("x", (x_max, 4)), ("y", (1, 4)), ("y", (y_max, 4)))
+        return lint_model(path, LintSettings(parse=False, profile_shapes=pairs))
+
+    assert find(lint(8, 8), "EK-TRT-DIM-NAMES") == []
+    (err,) = find(lint(8, 4), "EK-TRT-DIM-NAMES")
+    assert err.severity == "error" and "x dim 0 (1/8) and y dim 0 (1/4) share the dim name 'batch'" in err.message
+    assert "equal sizes" in err.fix
+    square = save("square", [helper.make_node("Relu", ["a"], ["b"], name="relu")], [vi("a", TensorProto.FLOAT,
+                  ["n", "n"])], [vi("b", TensorProto.FLOAT, ["n", "n"])])
+    (one,) = find(run(square, parse=False), "EK-TRT-DIM-NAMES")
+    assert one.severity == "warning" and "one name on two axes" in one.message
 
 
 def test_nonzero_has_a_data_dependent_shape(save: Save) -> None:

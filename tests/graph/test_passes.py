@@ -22,6 +22,7 @@ from enginekit.graph.passes import (
     int64_to_int32,
     shape_inference,
     simplify,
+    unique_dim_names,
 )
 from enginekit.settings import PrepareSettings
 
@@ -93,7 +94,8 @@ def dtype_of(model: onnx.ModelProto, name: str) -> int:
 
 
 def test_registry_names() -> None:
-    assert set(PASSES) == {"fix-input-shapes", "opset", "shape-inference", "simplify", "int64-to-int32"}
+    assert set(PASSES) == {"fix-input-shapes", "opset", "unique-dim-names", "shape-inference", "simplify",
+                           "int64-to-int32"}
 
 
 # --- shape inference --------------------------------------------------------------------------
@@ -275,3 +277,32 @@ def test_fix_input_shapes_on_ocr_detector(ocr_det_model: Path) -> None:
 def test_fix_input_shapes_user_errors(shape: InputShape, error: type[Exception], needle: str) -> None:
     with pytest.raises(error, match=needle):
         check_fixed_shapes(make_batch_mlp(), [shape])
+
+
+# --- unique dim names -------------------------------------------------------------------------
+
+
+def test_unique_dim_names_on_ocr_classifier(ocr_cls_model: Path) -> None:
+    model = onnx.load(str(ocr_cls_model))
+    out = unique_dim_names(model, ctx())
+    assert out.summary == "renamed x dim 2 '?' -> 'x_dim2', x dim 3 '?' -> 'x_dim3'"
+    assert [r["new"] for r in out.details["renamed"]] == ["x_dim2", "x_dim3"]
+    shape = out.model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in shape][2:] == ["x_dim2", "x_dim3"]
+
+
+def test_unique_dim_names_splits_author_names_only_when_the_feed_differs() -> None:
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", "n"]),
+                                            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])])
+    model = finish(graph)
+    same = PassContext(ctx().settings, Path("model.onnx"), {"a": (3, 3), "b": (3, 2)})
+    assert unique_dim_names(onnx.ModelProto.FromString(model.SerializeToString()), same).details["renamed"] == []
+    differ = PassContext(ctx().settings, Path("model.onnx"), {"a": (4, 3), "b": (3, 2)})
+    out = unique_dim_names(model, differ)
+    assert [(r["input"], r["axis"], r["new"]) for r in out.details["renamed"]] == [
+        ("a", 0, "a_dim0"), ("a", 1, "a_dim1"), ("b", 0, "b_dim0")]
+    a = np.ones((4, 3), np.float32)
+    b = np.ones((3, 2), np.float32)
+    np.testing.assert_array_equal(run_ort(out.model, {"a": a, "b": b})[0], a @ b)

@@ -22,6 +22,10 @@ def lint(
                       "ort or openvino (the last two get the generic checks only).")] = "tensorrt",
     parse: Annotated[bool, typer.Option("--parse/--no-parse", help="Also run the real ONNX parser when tensorrt or "
                      "tensorrt_rtx is installed.")] = True,
+    profile: Annotated[list[str] | None, typer.Option("--profile", help="NAME:MIN:OPT:MAX, as for `enginekit build`: "
+                       "dims that share a name (e.g. '?') but differ in it are errors.", show_default=False)] = None,
+    profile_from: Annotated[Path | None, typer.Option("--profile-from", help="Take the shapes from feeds (.npz or a "
+                            "folder of .npz), as for `enginekit build`.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What will break or degrade when this model meets the target, each finding with a fix.
@@ -34,13 +38,24 @@ def lint(
     from enginekit.settings import LintSettings
 
     name, version = parse_target(target)
-    result = lint_model(model, LintSettings(target=name, target_version=version, parse=parse))
+    shapes = _profile_shapes(profile or [], profile_from)
+    result = lint_model(model, LintSettings(target=name, target_version=version, parse=parse, profile_shapes=shapes))
     if as_json:
         print_json(result.to_dict())
     else:
         render(result)
     if not result.ok:
         exit_with(EXIT_CHECK_FAILED)
+
+
+def _profile_shapes(values: list[str], feeds: Path | None) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Every MIN/OPT/MAX shape of the profiles, in profile order, as (input, shape) pairs."""
+    if not values and feeds is None:
+        return ()
+    from enginekit.backends.tensorrt.profiles import parse_profiles, profiles_from_feeds
+
+    profiles = list(parse_profiles(values)) + ([profiles_from_feeds(feeds)] if feeds is not None else [])
+    return tuple((r.name, shape) for p in profiles for r in p.shapes for shape in r.shapes())
 
 
 def render(result: LintResult) -> None:

@@ -21,8 +21,10 @@ from enginekit.cli.common import (
     ValRangeOpt,
 )
 
-_PASS_HELP = ("Pass to run, in order: shape-inference, simplify, int64-to-int32 (default: these three), or 'none'. "
-              "Repeat or comma-separate. fix-input-shapes and opset run first when their options are given.")
+_PASS_HELP = ("Pass to run, in order: unique-dim-names, shape-inference, simplify, int64-to-int32 (default: these "
+              "four), or 'none'. Repeat or comma-separate. fix-input-shapes and opset run first when their options "
+              "are given. unique-dim-names renames input dims TensorRT would force equal: dims sharing a '?' name, "
+              "or a name the verification feed gives different sizes, become <input>_dim<axis>.")
 
 
 def prepare(

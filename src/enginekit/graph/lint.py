@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from enginekit.errors import BackendError, MissingDependencyError
+from enginekit.graph.dim_names import Shapes, check_shapes, plan_renames, profile_shapes, shared_dim_names
 from enginekit.graph.inspect import ModelInfo, summarize_model
 from enginekit.graph.load import load_model, model_tensors
 from enginekit.graph.support import (
@@ -115,13 +116,15 @@ def lint_model(path: str | Path, settings: LintSettings | None = None) -> LintRe
     target, version = _resolve_target(settings)
     model_path = Path(path)
     model = load_model(model_path, load_external_data=False, check=False)
+    shapes = profile_shapes(settings.profile_shapes)
+    check_shapes(model, shapes)
     info = summarize_model(model, model_path)
     findings = _checker(model, info) + _size(info)
     support: VersionSupport | None = None
     if target in TABLE_TARGETS:
         key = table_key(target, version) if version else load_table()["targets"][target]["default_version"]
         support = version_support(target, key)
-        findings += _trt_checks(model, info, support, version)
+        findings += _trt_checks(model, info, support, version) + _shared_dim_names(model, shapes, support)
     else:
         findings += _custom_domains_generic(model, target)
     parse, note = None, ""
@@ -504,8 +507,39 @@ def _dynamic_inputs(info: ModelInfo, s: VersionSupport) -> list[Finding]:
         f"{len(names)} input(s) have dynamic dims: {'; '.join(parts)}. {s.label} needs an optimization profile "
         "(min/opt/max shape) for each at build time; kernels are tuned for the opt shape.",
         f"Give a profile when building: trtexec --minShapes={example} --optShapes=... --maxShapes=... (replace each ? "
-        "with a size), or enginekit build --profile NAME:MIN:OPT:MAX (coming); or make the shapes static first.",
+        "with a size), or enginekit build --profile NAME:MIN:OPT:MAX (check one first: enginekit lint --profile "
+        "NAME:MIN:OPT:MAX); or make the shapes static first.",
         tensors=_names(names))]
+
+
+def _shared_dim_names(model: onnx.ModelProto, shapes: Shapes, s: VersionSupport) -> list[Finding]:
+    """Input dims that share a name are one size to TensorRT: an error where the given shapes differ, a warning
+    for shared ``?``/empty placeholders and for names shared by axes of one input."""
+    renames = {(r.tensor, r.axis): r.new for r in plan_renames(model, shapes)}
+    found = []
+    for shared in shared_dim_names(model, shapes):
+        if not (shared.differ or shared.placeholder or shared.one_tensor):
+            continue  # a name the author gave several inputs (batch): meant to be one size
+        new = ", ".join(f"{t} dim {a} -> {renames[(t, a)]!r}" for t, a in shared.dims if (t, a) in renames)
+        fix = (f"enginekit build renames them by default ({new}); for other tools, `enginekit prepare MODEL -o "
+               "OUT.onnx -p unique-dim-names --input NAME:DIMS` writes the renamed model (verified with onnxruntime)")
+        tensors = _names([t for t, _ in shared.dims])
+        if shared.differ:
+            found.append(Finding(
+                "error", "EK-TRT-DIM-NAMES",
+                f"{shared.describe()}, but the given shapes make them differ: {s.label} forces input dims with one "
+                "name to be equal, so the build fails (\"Input dimensions with this name have different constant "
+                "values\").", fix + ("; or give these dims equal sizes." if not shared.placeholder else "."),
+                tensors=tensors))
+            continue
+        why = "a placeholder exporters write for 'unknown'" if shared.placeholder else "one name on two axes"
+        found.append(Finding(
+            "warning", "EK-TRT-DIM-NAMES",
+            f"{shared.describe()} ({why}): {s.label} forces input dims with one name to be equal, so a profile or "
+            "input where they differ will not build or run.",
+            (fix if shared.placeholder else "Give the dims equal sizes, or rename one (edit the input's dim_param)")
+            + "; check a profile with enginekit lint --profile NAME:MIN:OPT:MAX.", tensors=tensors))
+    return found
 
 
 def _data_dependent_shapes(model: onnx.ModelProto, s: VersionSupport) -> list[Finding]:

@@ -47,6 +47,7 @@ class PassContext:
 
     settings: PrepareSettings
     model_path: Path
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the verification feed's shapes
 
 
 @dataclass(frozen=True)
@@ -427,8 +428,29 @@ def fix_input_shapes(model: onnx.ModelProto, ctx: PassContext) -> PassOutput:
     return PassOutput(fixed, summary, details)
 
 
+# --- unique dim names -------------------------------------------------------------------------
+
+
+def unique_dim_names(model: onnx.ModelProto, ctx: PassContext) -> PassOutput:
+    """Rename input dims TensorRT would tie: shared ``?``/empty names always, shared author names when the
+    verification feed gives them different sizes (see :mod:`enginekit.graph.dim_names`)."""
+    from enginekit.graph.dim_names import apply_renames, plan_renames, rename_summary, shared_dim_names
+
+    shapes = {name: [shape] for name, shape in ctx.input_shapes.items()}
+    renames = plan_renames(model, shapes)
+    others = apply_renames(model, renames)
+    kept = [s.describe() for s in shared_dim_names(model, shapes)]
+    details: dict[str, Any] = {"renamed": [r.to_dict() for r in renames], "output_value_info_dims_renamed": others,
+                               "shared_names_kept": kept[:MAX_EXAMPLES]}
+    if not renames:
+        return PassOutput(model, "no shared placeholder or conflicting dim names", details)
+    summary = f"renamed {rename_summary(renames)}" + (f"; {others} output/value_info dim(s)" if others else "")
+    return PassOutput(model, summary, details)
+
+
 PASSES: dict[str, PassFn] = {
     "fix-input-shapes": fix_input_shapes,
+    "unique-dim-names": unique_dim_names,
     "opset": convert_opset,
     "shape-inference": shape_inference,
     "simplify": simplify,

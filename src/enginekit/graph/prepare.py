@@ -392,7 +392,9 @@ def prepare_model(
         feeds, specs = _feed_plan(settings, input_specs(original))
         feed = prepare_feed(specs, feeds)
         verifier = _Verifier(original, feed, settings.compare)
-    ctx = PassContext(settings, model_path)
+    shapes = {k: tuple(int(d) for d in v.shape) for k, v in feed.items()} if feed else {
+        i.name: tuple(i.shape) for i in (*settings.feeds.inputs, *settings.fix_input_shapes)}
+    ctx = PassContext(settings, model_path, shapes)
     current = original
     rows: list[PassResult] = []
     for name in names:

@@ -8,7 +8,13 @@ capabilities at build time (TensorRT-RTX builds without a GPU); version/hardware
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -85,6 +91,45 @@ def load_library(backend: str) -> TrtLibrary:
         hardware_compatibility=hasattr(trt.IBuilderConfig, "hardware_compatibility_level"),
         engine_validity=hasattr(trt.Runtime, "get_engine_validity"),
     )
+
+
+@contextmanager
+def native_stdout_captured() -> Iterator[list[str]]:
+    """Redirect file descriptor 1 to a temp file (the library prints some warnings there from native code,
+    which ``contextlib.redirect_stdout`` cannot catch); the yielded list gets the printed lines on exit.
+
+    Python's and C's stdout buffers are flushed on both sides, so nothing written before leaks into the
+    capture and nothing captured reaches the real stdout later. Where fd 1 cannot be duplicated (closed),
+    nothing is captured.
+    """
+    lines: list[str] = []
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield lines
+        return
+    with tempfile.TemporaryFile(prefix="enginekit-stdout-") as tmp:
+        _flush_stdout()
+        os.dup2(tmp.fileno(), 1)
+        try:
+            yield lines
+        finally:
+            _flush_stdout()
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", errors="replace")
+            lines.extend(line.rstrip() for line in text.splitlines() if line.strip())
+            for line in lines:
+                log.debug("printed by native code: %s", line)
+
+
+def _flush_stdout() -> None:
+    sys.stdout.flush()
+    try:
+        ctypes.CDLL(None).fflush(None)  # C stdio (std::cout shares it by default)
+    except (OSError, AttributeError):  # no C library handle (not Linux/macOS): Python's flush must do
+        pass
 
 
 class CollectingLogger:
