@@ -78,13 +78,13 @@ def make_contrib_op_model(path: Path) -> Path:
 
 
 def make_scaled(path: Path) -> Path:
-    """x[batch,4] -> Mul 1e5 (scale_up) -> Mul 1e-5 (scale_down) -> Add bias (add_bias) -> y = x + bias in float32.
+    """x[batch,4] -> Mul 1e-7 (scale_up) -> Mul 1e7 (scale_down) -> Add bias (add_bias) -> y = x + bias in float32.
 
-    In float16 the constant 1e5 is clipped to 65504 and y shrinks by a third, unless a precision plan keeps
-    scale_up and scale_down in FP32.
+    In float16 the constant 1e-7 is a subnormal that rounds to 1.19e-7 and y grows by a fifth, unless a precision
+    plan keeps scale_up and scale_down in FP32 (1e7, beyond fp16's range, keeps scale_down FP32 on its own).
     """
-    inits = [numpy_helper.from_array(np.array(1e5, np.float32), "up"),
-             numpy_helper.from_array(np.array(1e-5, np.float32), "down"),
+    inits = [numpy_helper.from_array(np.array(1e-7, np.float32), "up"),
+             numpy_helper.from_array(np.array(1e7, np.float32), "down"),
              numpy_helper.from_array(np.linspace(-1, 1, 4).astype(np.float32), "bias")]
     nodes = [helper.make_node("Mul", ["x", "up"], ["big"], name="scale_up"),
              helper.make_node("Mul", ["big", "down"], ["back"], name="scale_down"),
@@ -165,3 +165,9 @@ def text_image_feed(height: int = 160, width: int = 384) -> dict[str, np.ndarray
 def text_feed() -> dict[str, np.ndarray]:
     """See :func:`text_image_feed`."""
     return text_image_feed()
+
+
+@pytest.fixture(scope="session")
+def text_image():  # type: ignore[no-untyped-def]
+    """:func:`text_image_feed` itself, to crop the page to other sizes: ``text_image(64, 128)``."""
+    return text_image_feed

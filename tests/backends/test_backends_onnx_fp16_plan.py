@@ -1,9 +1,9 @@
 """A precision plan on the ONNX runners: ``ort:fp16`` and ``onnx-reference:fp16`` convert the model with the
 plan's nodes as the node block list (kept FP32, IO types kept).
 
-The model (conftest.make_scaled) scales by 1e5 and back by 1e-5: in float16 the constant 1e5 is clipped to 65504
-and the output shrinks by a third, whichever runtime computes it (onnxruntime's CPU provider computes many fp16
-ops in float32, but the clipped constant is in the graph). Keeping both Muls in FP32 fixes it.
+The model (conftest.make_scaled) scales by 1e-7 and back by 1e7: in float16 the constant 1e-7 rounds to 1.19e-7
+and the output grows by a fifth, whichever runtime computes it (onnxruntime's CPU provider computes many fp16
+ops in float32, but the rounded constant is in the graph). Keeping both Muls in FP32 fixes it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_fp16_plan_keeps_the_nodes_in_fp32(backend: str, scaled_model: Path, tmp
     info = get_backend(backend)
     with info.create_runner(scaled_model, BackendSettings(), "fp16") as runner:
         without = runner.infer({"x": X})["y"]
-    assert np.abs(without - _expected()).max() > 0.1  # 1e5 clipped to 65504
+    assert np.abs(without - _expected()).max() > 0.1  # 1e-7 rounded to 1.19e-7
     settings = BackendSettings(precision_plan=make_plan(tmp_path / "plan.json", PLAN_NODES))
     with info.create_runner(scaled_model, settings, "fp16") as runner:
         fixed = runner.infer({"x": X})["y"]

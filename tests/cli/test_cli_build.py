@@ -50,3 +50,28 @@ def test_parser_failure_exits_1_with_node_name(tmp_path: Path, contrib_model: Pa
     res = subprocess.run([EXE, "build", str(contrib_model), "--backend", "tensorrt-rtx", "--cache-dir",
                           str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 1 and "FusedMatMul" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_paddleocr_classifier_builds_with_question_mark_dims(tmp_path: Path, ocr_cls_model: Path) -> None:
+    """The issue's command: x [?, 3, ?, ?] with H 48 and W 192 failed with TensorRT-RTX's raw Error Code 4."""
+    cmd = [EXE, "build", str(ocr_cls_model), "--backend", "tensorrt-rtx", "--profile",
+           "x:1x3x48x192:4x3x48x192:8x3x48x192", "--cache-dir", str(tmp_path / "c")]
+    res = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)  # stdout is the JSON document only
+    assert [r["new"] for r in doc["manifest"]["renamed_dims"]] == ["x_dim2", "x_dim3"]
+    assert isinstance(doc["manifest"]["warnings"], list)
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    assert "renamed input dims TensorRT would force equal: x dim 2 '?' -> 'x_dim2', x dim 3 '?' -> 'x_dim3'" \
+        in text.stdout
+    kept = subprocess.run([*cmd, "--keep-dim-names"], capture_output=True, text=True, timeout=300)
+    assert kept.returncode == 2 and "share the dim name '?'" in kept.stderr and "Traceback" not in kept.stderr
+
+
+def test_no_cache_prints_the_plan_size(tmp_path: Path) -> None:
+    out = tmp_path / "d.engine"
+    res = _run("--profile", "x:1x1x8x8:8x1x8x8:64x1x8x8", "--compute-capability", "8.6", "--no-cache", "-o", str(out),
+               cache=tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    assert f"plan {out.stat().st_size} bytes" in res.stdout

@@ -14,7 +14,6 @@ from onnx import TensorProto, helper, numpy_helper
 from enginekit.errors import InvalidArgumentError, UnknownNameError
 from enginekit.examples import digits
 from enginekit.graph.precision import (
-    FP16_MAX,
     PlanEntry,
     PrecisionPlan,
     check_plan_nodes,
@@ -200,18 +199,23 @@ def test_fp16_ocr_classifier(ocr_cls_model: Path) -> None:
     assert np.array_equal(out.argmax(1), ref.argmax(1))
 
 
-def test_fp16_clips_values_beyond_65504_and_names_them() -> None:
+def test_fp16_keeps_readers_of_values_beyond_65504_in_fp32_and_names_them() -> None:
     big = numpy_helper.from_array(np.array([7e4, -1e6, 1.0, 1e-9], np.float32), "big")
-    small = numpy_helper.from_array(np.array([0.5, 2.0, 1.0, 3.0], np.float32), "small")
+    small = numpy_helper.from_array(np.array([0.5, 2.0, 1.0, 1e-9], np.float32), "small")
     nodes = [helper.make_node("Mul", ["x", "big"], ["m"], name="mul"), helper.make_node("Add", ["m", "small"], ["y"])]
     model = _model(nodes, [big, small])
     result = convert_precision(model, "fp16")
-    assert result.clipped_initializers == ["big"]
-    assert result.tiny_initializers == ["big"]  # 1e-9 would round to 0 in fp16: kept at the smallest subnormal
-    values = numpy_helper.to_array(next(t for t in result.model.graph.initializer if t.name == "big"))
-    assert values.dtype == np.float16
-    assert values[:3].tolist() == [FP16_MAX, -FP16_MAX, 1.0] and values[3] > 0
-    assert result.to_dict()["clipped_initializers"] == ["big"]
+    assert result.clipped_initializers == []  # nothing clipped: the Mul reading 'big' stays FP32 instead
+    assert [(k.node, k.tensor, k.max_abs, k.kind) for k in result.range_kept] == [("mul", "big", 1e6, "overflow")]
+    assert ("mul", result.range_kept[0].reason) in result.auto_kept and "1e+06" in result.range_kept[0].reason
+    inits = {t.name: t for t in result.model.graph.initializer}
+    assert inits["big"].data_type == FLOAT and numpy_helper.to_array(inits["big"])[1] == -1e6
+    assert result.tiny_initializers == ["small"]  # 1e-9 would round to 0 in fp16: kept at the smallest subnormal
+    values = numpy_helper.to_array(inits["small"])
+    assert values.dtype == np.float16 and values[3] > 0
+    assert result.to_dict()["range_kept"][0]["tensor"] == "big"
+    assert any("'mul'" in line and "'big'" in line for line in result.warnings())
+    onnx.checker.check_model(result.model, full_check=True)
 
 
 # --- graphs that break onnxconverter-common ----------------------------------------------------

@@ -2,8 +2,9 @@
 
 The runner's model is converted by :func:`enginekit.graph.precision.convert_precision` with graph inputs and
 outputs kept float32; the nodes of ``BackendSettings.precision_plan`` are the conversion's node block list (they
-stay FP32). A plan made for another precision is an InvalidArgumentError, one naming nodes the model lacks an
-UnknownNameError (both raised by the conversion, both user errors).
+stay FP32), and so are nodes reading constants beyond the type's range (``range_kept_fp32`` in describe(), and
+logged as warnings). A plan made for another precision is an InvalidArgumentError, one naming nodes the model
+lacks an UnknownNameError (both raised by the conversion, both user errors).
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ def convert_for_runner(model: onnx.ModelProto, precision: str,
         "nodes_converted": conv.nodes_converted,
         "casts_inserted": conv.casts_inserted,
         "clipped_initializers": list(conv.clipped_initializers),
+        "range_kept_fp32": [k.to_dict() for k in conv.range_kept],  # read constants beyond the type's range
+        "tiny_initializers": list(conv.tiny_initializers),
     }
-    log.info("%s model: %d nodes converted, %d plan nodes and %d others kept in FP32", precision,
-             conv.nodes_converted, len(conv.kept_fp32), len(conv.auto_kept))
+    log.info("%s model: %d nodes converted, %d plan nodes and %d others kept in FP32 (%d for out-of-range "
+             "constants)", precision, conv.nodes_converted, len(conv.kept_fp32), len(conv.auto_kept),
+             len(conv.range_kept))
+    for line in conv.warnings():
+        log.warning("%s", line)
     return conv.model, info

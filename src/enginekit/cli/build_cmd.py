@@ -18,9 +18,14 @@ settings, build time and the build log's warnings.
 
 Profiles: --profile x:1x3x32x32:1x3x192x192:1x3x1472x1224 (NAME:MIN:OPT:MAX) for every dynamic input;
 repeating an input name starts the next profile. --profile-from feeds.npz|DIR derives one from real data.
+TensorRT forces input dims with one name to be equal: dims sharing a '?' name (PaddleOCR's x [?,3,?,?]), or a
+name the profile gives different sizes, are renamed <input>_dim<axis> first (said, and kept in the manifest's
+renamed_dims; --keep-dim-names turns it off). Warnings the library prints to stdout go to the manifest.
 Precision: TensorRT 10 uses builder flags (weak typing); TensorRT 11 and TensorRT-RTX are strongly typed,
 so enginekit converts the ONNX first (FP16/BF16 keeping IO types and the --precision-plan's FP32 nodes,
 or INT8 Q/DQ from --calib-data without an INT8 plan's nodes, checked on CPU against FP32).
+FP16/BF16: nodes reading a constant beyond the type's range (fp16: 65504) stay FP32 instead of seeing it clipped;
+they are printed, and listed in the manifest's precision details and warnings.
 """
 
 
@@ -66,6 +71,10 @@ def build(
                          "cache dir, or $ENGINEKIT_CACHE_DIR).", show_default=False)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Always build; don't read or write the cache.")]
     = False,
+    keep_dim_names: Annotated[bool, typer.Option("--keep-dim-names", help="Keep the model's input dim names as "
+                              "they are (by default, dims sharing a '?' name, or a name the profile gives "
+                              "different sizes, become <input>_dim<axis>: TensorRT forces dims with one name "
+                              "equal).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     from enginekit.errors import InvalidArgumentError
@@ -83,6 +92,7 @@ def build(
         calib_cache=calib_cache, workspace_mib=workspace, optimization_level=opt_level, timing_cache=timing_cache,
         version_compatible=version_compatible, hardware_compatibility=hardware_compatibility,
         compute_capabilities=common.split_multi(compute_capability), cache_dir=cache_dir, use_cache=not no_cache,
+        unique_dim_names=not keep_dim_names,
     )
     result = _build_with_progress(model, settings, quiet=as_json)
     if as_json:
@@ -120,6 +130,11 @@ def render(doc: dict[str, Any]) -> None:
     out.print(escape(f"Engine {where} ({m['library']} {m['library_version']}, {how})"))
     out.print(escape(f"  precision: {m['precision']['precision']} via the {m['precision']['path']} path: "
                      f"{m['precision']['how']}"))
+    for k in m["precision"].get("range_kept_fp32", []):  # kept FP32 so that no weight is clipped
+        out.print(escape(f"  kept in FP32: {k['node']}: {k['reason']}"))
+    if m.get("renamed_dims"):
+        renamed = ", ".join(f"{r['input']} dim {r['axis']} {r['old']!r} -> {r['new']!r}" for r in m["renamed_dims"])
+        out.print(escape(f"  renamed input dims TensorRT would force equal: {renamed} (--keep-dim-names keeps them)"))
     out.print(escape(f"  targets: compute capability {', '.join(m['target']['compute_capabilities'])}"))
     for i, p in enumerate(m["profiles"]):
         out.print(escape(f"  profile {i}: " + "; ".join(f"{s['name']} {s['min']}..{s['opt']}..{s['max']}"

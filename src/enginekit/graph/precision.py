@@ -11,8 +11,9 @@ low-precision model is made here. :func:`convert_precision` runs float32 compute
 
 Casts are inserted where a value crosses between precisions (one per value and type, shared by consumers);
 float32 constants are rewritten in the target type (a converted copy is added when FP32 consumers remain).
-Graph inputs and outputs keep float32 by default. fp16 values beyond +-65504 are clipped (named in the result);
-non-zero values that would round to zero become the smallest subnormal of the type (keeps ``eps > 0``).
+Graph inputs and outputs keep float32 by default. Nodes reading a constant with finite values beyond the type's
+range (fp16: +-65504) stay FP32 too, so no weight is clipped (graph/fp16_range.py; ``range_kept`` in the result);
+non-zero values that would round to zero become the smallest subnormal of the type (keeps ``eps > 0``, named).
 
 onnxconverter-common's ``convert_float_to_float16`` is not used: it breaks on unnamed nodes (duplicate Cast
 names), on initializers shared between blocked and converted nodes, on graph outputs that are also consumed,
@@ -35,6 +36,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from enginekit.errors import InternalError, InvalidArgumentError, UnknownNameError
+from enginekit.graph.fp16_range import FP16_MAX, RangeKeep, find_range_keeps
 from enginekit.graph.schemas import DEFAULT_DOMAINS, node_schema, opset_map, subgraph_reads, subgraphs
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,6 @@ PRECISIONS: tuple[str, ...] = ("fp16", "bf16")  # low-precision conversion targe
 PLAN_PRECISIONS: tuple[str, ...] = (*PRECISIONS, "int8")  # int8 plans: nodes left out of quantization
 WIDE = "fp64"  # convert_precision's other target: the float64 reference of the precision debugger
 PLAN_VERSION = 1
-FP16_MAX = 65504.0
 _LOW_TYPE = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16, WIDE: TensorProto.DOUBLE}
 _LOW_STR = {"fp16": "tensor(float16)", "bf16": "tensor(bfloat16)", WIDE: "tensor(double)"}
 _FLOAT = TensorProto.FLOAT
@@ -204,13 +205,25 @@ class ConversionResult:
     nodes_converted: int
     constants_converted: int = 0
     tiny_initializers: list[str] = field(default_factory=list)  # non-zero values raised to the smallest subnormal
+    range_kept: list[RangeKeep] = field(default_factory=list)  # nodes kept FP32: a constant beyond the type's range
 
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "kept_fp32": list(self.kept_fp32),
                 "auto_kept": [{"node": n, "reason": r} for n, r in self.auto_kept],
                 "clipped_initializers": list(self.clipped_initializers), "casts_inserted": self.casts_inserted,
                 "nodes_converted": self.nodes_converted, "constants_converted": self.constants_converted,
-                "tiny_initializers": list(self.tiny_initializers)}
+                "tiny_initializers": list(self.tiny_initializers),
+                "range_kept": [k.to_dict() for k in self.range_kept]}
+
+    def warnings(self) -> list[str]:
+        """What the conversion changed on its own, one line each: range-kept nodes, raised tiny values, clips."""
+        from enginekit.graph.fp16_range import summary_lines
+
+        lines = summary_lines(self.range_kept, self.tiny_initializers, self.precision)
+        if self.clipped_initializers:
+            lines.append(f"{self.precision}: clipped constant(s) {', '.join(map(repr, self.clipped_initializers))} "
+                         "to the type's range")
+        return lines
 
 
 def round_to_bf16_bits(values: np.ndarray) -> np.ndarray:
@@ -487,6 +500,8 @@ def convert_precision(model: onnx.ModelProto, precision: str, plan: PrecisionPla
     decisions = [_Decision("neutral", [None] * len(n.input), [None] * len(n.output)) if is_const[i]
                  else _analyze(n, types, precision, opsets, plan_nodes) for i, n in enumerate(nodes)]
     rw = _Rewriter(g, precision, decisions, types, keep_io_types)
+    range_kept = [] if precision == WIDE else _keep_out_of_range(nodes, decisions, _float_constants(g, types),
+                                                                 types, precision)
     for i in _shape_arithmetic(nodes, decisions, types, rw.constants, rw.uses, set(rw.required)):
         d = decisions[i]
         d.status, d.reason = "keep", "integer-derived arithmetic feeding integer or FP32 consumers (kept exact)"
@@ -500,8 +515,47 @@ def convert_precision(model: onnx.ModelProto, precision: str, plan: PrecisionPla
     _verify(work, model, precision)
     log.info("%s: converted %d nodes and %d constants, %d plan islands, %d auto-kept, %d casts, %d clipped",
              precision, converted, rw.constants_converted, len(kept), len(auto), rw.casts, len(rw.clipped))
-    return ConversionResult(work, precision, kept, auto, rw.clipped, rw.casts, converted, rw.constants_converted,
-                            rw.tiny)
+    result = ConversionResult(work, precision, kept, auto, rw.clipped, rw.casts, converted, rw.constants_converted,
+                              rw.tiny, range_kept)
+    for line in result.warnings():  # callers show them (build manifest, runner logs)
+        log.info("%s", line)
+    return result
+
+
+def _float_constants(g: onnx.GraphProto, types: Mapping[str, int]) -> dict[str, TensorProto]:
+    """The float32 constants a conversion rewrites: initializers that are not graph inputs, Constant values."""
+    inputs = {v.name for v in g.input}
+    out = {t.name: t for t in g.initializer if t.data_type == _FLOAT and t.name not in inputs}
+    for n in g.node:
+        if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS and n.output and types.get(n.output[0]) == _FLOAT:
+            value = _constant_value(n)
+            if value is not None:
+                out[n.output[0]] = value
+    return out
+
+
+def _keep_out_of_range(nodes: Sequence[onnx.NodeProto], decisions: list[_Decision],
+                       constants: Mapping[str, TensorProto], types: Mapping[str, int],
+                       precision: str) -> list[RangeKeep]:
+    """Keep converted nodes that read out-of-range constants in FP32; the entries applied."""
+    applied = []
+    for k in find_range_keeps(nodes, constants, types, precision):
+        d = decisions[k.index]
+        if d.status != "convert":
+            continue  # already FP32 (plan, schema) or no float compute: nothing would be clipped for it
+        d.status, d.reason = "keep", k.reason
+        d.ins = [None if t is None else _FLOAT for t in d.ins]
+        d.outs = [None if t is None else _FLOAT for t in d.outs]
+        applied.append(k)
+    return applied
+
+
+def out_of_range_nodes(model: onnx.ModelProto, precision: str) -> list[RangeKeep]:
+    """The nodes a conversion to ``precision`` keeps in FP32 for out-of-range constants, without converting:
+    weak-typing TensorRT pins their layers to FP32 (the builder's FP16 flag would clip their weights)."""
+    _check_precision(precision, "precision")
+    work, types = _value_types(model)
+    return find_range_keeps(list(work.graph.node), _float_constants(work.graph, types), types, precision)
 
 
 class _Rewriter:

@@ -169,3 +169,48 @@ def test_engine_runs_and_matches_onnxruntime(tmp_path: Path) -> None:
     with get_backend("ort").create_runner(digits.onnx_path(), BackendSettings()) as o:
         want = o.infer({"x": x[:8]})["logits"]
     np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_paddleocr_classifier_question_mark_dims_are_renamed_and_build(tmp_path: Path, ocr_cls_model: Path) -> None:
+    """x [?, 3, ?, ?]: TensorRT-RTX ties H and W (one name '?'), so H 48 / W 192 failed with Error Code 4."""
+    profile = ("x:1x3x48x192:4x3x48x192:8x3x48x192",)
+    with pytest.raises(InvalidArgumentError, match=r"x dim 2 \(48\) and x dim 3 \(192\) share the dim name '\?'"):
+        build_engine(ocr_cls_model, _settings(tmp_path, profiles=profile, unique_dim_names=False))
+    res = build_engine(ocr_cls_model, _settings(tmp_path, profiles=profile))
+    m = res.manifest
+    assert [(r["input"], r["axis"], r["old"], r["new"]) for r in m["renamed_dims"]] == [
+        ("x", 2, "?", "x_dim2"), ("x", 3, "?", "x_dim3")]
+    assert m["settings"]["renamed_dims"] == m["renamed_dims"]  # part of the cache key
+    assert m["inputs"] == [{"name": "x", "shape": [-1, 3, -1, -1], "dtype": "float32"}]
+    import hashlib
+
+    assert m["source_model"]["sha256"] == hashlib.sha256(ocr_cls_model.read_bytes()).hexdigest()  # the file given
+    assert res.plan_path.stat().st_size > 1_000_000
+    again = build_engine(ocr_cls_model, _settings(tmp_path, profiles=profile))
+    assert again.cached is True and again.manifest["renamed_dims"] == m["renamed_dims"]
+
+
+def test_no_cache_manifest_has_the_plan_size(tmp_path: Path) -> None:
+    out = tmp_path / "d.engine"
+    res = build_engine(digits.onnx_path(), _settings(tmp_path, profiles=(PROFILE,), use_cache=False, output=out))
+    assert res.manifest["plan_bytes"] == out.stat().st_size and res.manifest["renamed_dims"] == []
+    assert json.loads(Path(str(out) + ".json").read_text())["plan_bytes"] == out.stat().st_size
+
+
+def test_renamed_model_keeps_its_external_weights(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", 3, "?", "?"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["?", 8, "?", "?"])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "ext" / "conv.onnx"
+    path.parent.mkdir()
+    onnx.save_model(model, str(path), save_as_external_data=True, location="conv.weights", size_threshold=0)
+    res = build_engine(path, _settings(tmp_path, profiles=("x:1x3x16x32:2x3x16x32:4x3x16x32",)))
+    renamed = [(r["input"], r["axis"], r["new"]) for r in res.manifest["renamed_dims"]]
+    assert renamed == [("x", 0, "x_dim0"), ("x", 2, "x_dim2"), ("x", 3, "x_dim3")]
+    assert res.manifest["outputs"][0]["shape"] == [-1, 8, -1, -1]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["conv.onnx", "conv.weights"]  # the original untouched

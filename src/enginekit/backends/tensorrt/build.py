@@ -10,6 +10,7 @@ Precision paths (say which one was taken, in the manifest):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import time
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enginekit.backends.tensorrt.lib import CollectingLogger, TrtLibrary, load_library
+from enginekit.backends.tensorrt.dims import unique_dim_names, write_renamed
+from enginekit.backends.tensorrt.lib import CollectingLogger, TrtLibrary, load_library, native_stdout_captured
 from enginekit.errors import BuildError, InvalidArgumentError
 from enginekit.settings import BuildSettings
 from enginekit.tensors import TensorSpec
@@ -100,11 +102,15 @@ def build_engine(model: Path, s: BuildSettings, progress: Progress | None = None
     lib = load_library(s.backend)
     _check_settings(s, lib)
     proto = load_model(model, load_external_data=False, check=False)
+    raw_profiles = given_profiles(s)
+    renames = unique_dim_names(proto, s, raw_profiles)  # renamed in proto, written to the build's temp folder
     inputs = input_specs(proto)
-    profiles = resolve_profiles(s, inputs)
+    profiles = resolve_profiles(s, inputs, raw_profiles)
     targets = target_capabilities(s, lib)
     content = [p for p in (s.precision_plan, s.calib_data) if p is not None]
     key_settings = cache_settings(s, profiles, targets)
+    if renames:
+        key_settings["renamed_dims"] = [r.to_dict() for r in renames]
     cache = EngineCache(s.cache_dir) if s.use_cache else None
     key = make_key(model, key_settings, lib.name, lib.version, ",".join(targets), content_files=content)
     if cache is not None:
@@ -118,16 +124,20 @@ def build_engine(model: Path, s: BuildSettings, progress: Progress | None = None
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="enginekit-build-") as tmp:
-        build_model, detail = precision_model(model, s, lib, Path(tmp))
-        plan, network_info, logger = _build(build_model, s, lib, profiles, targets, detail, progress)
+        source = write_renamed(proto, model, Path(tmp)) if renames else model
+        build_model, detail = precision_model(source, s, lib, Path(tmp))
+        with native_stdout_captured() as printed:  # the library prints some warnings to fd 1
+            plan, network_info, logger = _build(build_model, s, lib, profiles, targets, detail, progress)
     manifest = make_manifest(lib, s, model, profiles, targets, network_info, detail,
-                             time.perf_counter() - t0, logger.warnings(), key_settings)
+                             time.perf_counter() - t0, logger.warnings() + printed, key_settings)
+    manifest["renamed_dims"] = [r.to_dict() for r in renames]
     if cache is not None:
         entry = cache.put(key, plan, manifest)
         result = BuildResult(entry.plan_path, entry.manifest, precision_detail=detail)
     else:
         if s.output is None:
             raise InvalidArgumentError("Give -o/--output when the cache is off (--no-cache).")
+        manifest.update(plan_bytes=len(plan), plan_sha256=hashlib.sha256(plan).hexdigest())
         result = BuildResult(s.output, manifest, precision_detail=detail)
         s.output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(s.output, plan)
@@ -148,18 +158,21 @@ def _write_output(result: BuildResult, s: BuildSettings, write: Callable[[Path, 
     result.output = s.output
 
 
-def resolve_profiles(s: BuildSettings, inputs: list[TensorSpec]) -> list[Any]:
-    """Validated optimization profiles; a dynamic input without one is an error (never a silent 1)."""
-    from enginekit.backends.tensorrt.profiles import (
-        missing_profiles_error,
-        parse_profiles,
-        profiles_from_feeds,
-        validate_profiles,
-    )
+def given_profiles(s: BuildSettings) -> list[Any]:
+    """The profiles of ``--profile`` and ``--profile-from``, parsed, not yet checked against the model."""
+    from enginekit.backends.tensorrt.profiles import parse_profiles, profiles_from_feeds
 
     profiles = list(parse_profiles(s.profiles))
     if s.profile_from is not None:
         profiles.append(profiles_from_feeds(s.profile_from))
+    return profiles
+
+
+def resolve_profiles(s: BuildSettings, inputs: list[TensorSpec], given: list[Any] | None = None) -> list[Any]:
+    """Validated optimization profiles; a dynamic input without one is an error (never a silent 1)."""
+    from enginekit.backends.tensorrt.profiles import missing_profiles_error, validate_profiles
+
+    profiles = given_profiles(s) if given is None else given
     if not profiles:
         if any(i.is_dynamic for i in inputs):
             raise missing_profiles_error(inputs)
@@ -176,6 +189,7 @@ def precision_model(model: Path, s: BuildSettings, lib: TrtLibrary, tmp: Path) -
                                                             if s.precision_plan else "")}
         if precision in ("int8", "best") and s.calib_data is not None:
             detail["how"] += f"; INT8 calibrator ({s.calib_method})"
+        _weak_range_keeps(model, precision, detail)
         return model, detail
     if precision == "best":
         precision = "int8" if s.calib_data is not None else "fp16"
@@ -195,8 +209,10 @@ def precision_model(model: Path, s: BuildSettings, lib: TrtLibrary, tmp: Path) -
         out = tmp / f"model.{precision}.onnx"
         onnx.save_model(conv.model, str(out))
         return out, {"path": "strong-typing", "precision": precision,
-                     "how": f"converted the ONNX to {precision} keeping IO types and "
-                            f"{len(conv.kept_fp32)} plan node(s) in FP32", "conversion": conv.to_dict()}
+                     "how": f"converted the ONNX to {precision} keeping IO types, {len(conv.kept_fp32)} plan "
+                            f"node(s) and {len(conv.range_kept)} node(s) reading out-of-range constants in FP32",
+                     "conversion": conv.to_dict(), "range_kept_fp32": [k.to_dict() for k in conv.range_kept],
+                     "warnings": conv.warnings()}
     from enginekit.graph.io import input_specs
     from enginekit.graph.load import load_model
     from enginekit.graph.quantize import check_quantized_accuracy, load_calibration_feeds, quantize_qdq
@@ -212,6 +228,23 @@ def precision_model(model: Path, s: BuildSettings, lib: TrtLibrary, tmp: Path) -
                  "how": f"INT8 Q/DQ by onnxruntime static quantization ({s.calib_method}), "
                         f"{len(exclude)} plan node(s) left in float, checked on CPU against FP32",
                  "quantization": q.to_dict(), "cpu_check": check.to_dict()}
+
+
+def _weak_range_keeps(model: Path, precision: str, detail: dict[str, Any]) -> None:
+    """Weak typing, FP16/BF16 flag: the nodes reading constants beyond the type's range, to pin to FP32 layers
+    (the builder would clip their weights), recorded in ``detail`` (range_kept_fp32, warnings)."""
+    low = {"fp16": "fp16", "best": "fp16", "bf16": "bf16"}.get(precision)
+    if low is None:
+        return
+    from enginekit.graph.fp16_range import summary_lines
+    from enginekit.graph.load import load_model
+    from enginekit.graph.precision import out_of_range_nodes
+
+    keeps = out_of_range_nodes(load_model(model), low)
+    if keeps:
+        detail["how"] += f" + FP32 layer constraints for {len(keeps)} node(s) reading out-of-range constants"
+        detail["range_kept_fp32"] = [k.to_dict() for k in keeps]
+        detail["warnings"] = summary_lines(keeps)
 
 
 def int8_plan_nodes(path: Path | None) -> list[str]:
@@ -282,11 +315,14 @@ def _weak_typing_flags(config: Any, network: Any, s: BuildSettings, lib: TrtLibr
         if flag == "INT8" and s.calib_data is None:
             continue
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    if s.precision_plan is not None:
-        from enginekit.graph.precision import load_plan
+    range_kept = detail.get("range_kept_fp32", [])
+    if s.precision_plan is not None or range_kept:
+        from enginekit.graph.precision import PlanEntry, PrecisionPlan, load_plan
 
+        plan = load_plan(s.precision_plan) if s.precision_plan is not None else PrecisionPlan("fp16")
+        entries = (*plan.keep_fp32, *(PlanEntry(k["node"], k["reason"]) for k in range_kept))
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        detail["constrained_layers"] = apply_layer_constraints(network, load_plan(s.precision_plan), trt)
+        detail["constrained_layers"] = apply_layer_constraints(network, PrecisionPlan(plan.precision, entries), trt)
     if "INT8" in wanted and s.calib_data is not None:
         from enginekit.backends.tensorrt.calibrator import make_calibrator
 

@@ -22,6 +22,8 @@ def cache_settings(s: BuildSettings, profiles: list[Any], targets: list[str]) ->
     out["compute_capabilities"] = targets
     out["precision_plan"] = s.precision_plan is not None  # its content is hashed separately
     out["calib_data"] = s.calib_data is not None
+    if s.precision in ("fp16", "bf16", "best"):
+        out["out_of_range_constants"] = "fp32"  # their readers stay FP32 (engines cached before clipped them)
     resolved: dict[str, Any] = json.loads(json.dumps(out, default=str))
     return resolved
 
@@ -57,7 +59,7 @@ def make_manifest(lib: TrtLibrary, s: BuildSettings, model: Path, profiles: list
         "settings": key_settings,
         "build_time_s": round(build_s, 3),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "warnings": warnings[:200],
+        "warnings": [*precision.get("warnings", []), *warnings][:200],  # the conversion's own, then the log's
     }
 
 
