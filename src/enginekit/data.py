@@ -209,10 +209,15 @@ def check_finite(feed: Mapping[str, np.ndarray], *, where: str = "feed") -> None
                             "models are compared on finite data (pass --allow-nonfinite to feed it anyway).")
 
 
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+def load_arrays(
+    path: str | Path, *, runner: str | None = None, iteration: int | None = None, runner_flag: str = "--runner"
+) -> dict[str, np.ndarray]:
     """Read named arrays from ``.npz`` (no pickle) or ``.json``.
 
-    JSON holds ``{name: nested list}`` or ``{name: {"data": nested list, "dtype": "float32"}}``.
+    JSON holds ``{name: nested list}`` or ``{name: {"data": nested list, "dtype": "float32"}}``, or is a file
+    Polygraphy wrote (see :mod:`enginekit.polygraphy_json`): ``polygraphy run --save-inputs`` (a list of feeds;
+    ``iteration``, default the first) or ``--save-outputs`` (results per runner and iteration: ``runner`` picks
+    one by name, required when there are several; ``runner_flag`` names the option in that error).
     """
     p = Path(path)
     if not p.is_file():
@@ -223,7 +228,17 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
             with np.load(p, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
         if suffix == ".json":
-            return _arrays_from_json(json.loads(p.read_text()), p)
+            from enginekit import polygraphy_json as pg
+
+            obj = json.loads(p.read_text())
+            if pg.is_run_results(obj):
+                return pg.read_outputs(obj, p, runner=runner, iteration=iteration, runner_flag=runner_flag)
+            if pg.is_feed_list(obj):
+                return pg.read_feeds(obj, p, iteration)
+            if pg.type_name(obj) is not None:
+                raise FeedError(f"{str(p)!r} is a Polygraphy {pg.type_name(obj)}, not inputs or outputs; give a "
+                                "file written by `polygraphy run --save-inputs` or `--save-outputs`.")
+            return _arrays_from_json(obj, p)
     except FeedError:
         raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -235,9 +250,14 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
 def _arrays_from_json(obj: object, p: Path) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
         raise FeedError(f"{str(p)!r}: expected a JSON object mapping input names to arrays.")
+    from enginekit.polygraphy_json import decode_array, is_encoded_array
+
     out: dict[str, np.ndarray] = {}
     for name, value in obj.items():
         dtype: str | None = None
+        if is_encoded_array(value):  # {name: array} saved with Polygraphy's JSON encoder
+            out[str(name)] = decode_array(value, f"{str(p)!r}, input {name!r}")
+            continue
         if isinstance(value, dict):
             if "data" not in value:
                 raise FeedError(f"{str(p)!r}: input {name!r} is an object without a 'data' field "

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 OUTPUT_KEYS = {"passed", "max_abs_err", "max_rel_err", "cosine", "nan_count", "inf_count"}
 
@@ -86,9 +87,17 @@ def test_validate_flags_nan(cli, npz) -> None:
     y[1] = np.nan
     ref, cand = npz("ref.npz", y=y), npz("cand.npz", y=y.copy())
     plain = cli("compare", ref, cand, "--json")
-    assert plain.code == 0, plain.stdout  # NaN in the same place on both sides is equal
-    assert plain.json()["results"][0]["outputs"]["y"]["nan_count"] >= 1
-    assert cli("compare", ref, cand, "--validate").code == 1
+    assert plain.code == 1, plain.stdout  # NaN never equals NaN by default, as in Polygraphy
+    out = plain.json()["results"][0]["outputs"]["y"]
+    assert out["nan_count"] == 2 and out["nonfinite_mismatches"] == 1
+    assert "NaN on both sides" in out["reason"] and "--equal-nan" in out["reason"]
+    equal = cli("compare", ref, cand, "--equal-nan", "--json")
+    assert equal.code == 0, equal.stdout  # NaN in the same place on both sides is equal when asked
+    assert equal.json()["results"][0]["outputs"]["y"]["nan_count"] == 2
+    assert cli("compare", ref, cand, "--equal-nan", "--validate").code == 1
+    y2 = y.copy()
+    y2[2] = np.nan  # NaN on one side only fails even with --equal-nan
+    assert cli("compare", ref, npz("one_sided.npz", y=y2), "--equal-nan").code == 1
 
 
 def test_json_files(cli, tmp_path: Path) -> None:
@@ -108,3 +117,26 @@ def test_subprocess_compare(cli_subprocess, npz) -> None:
     res = cli_subprocess("compare", ref, far)
     assert res.code == 1
     assert "Traceback" not in res.stderr
+
+
+def test_polygraphy_outputs_pick_runners(cli, user_error, tmp_path: Path) -> None:
+    """Polygraphy's --save-outputs JSON with two runners: each side picks one by (part of) its name."""
+    pytest.importorskip("polygraphy")
+    from polygraphy.comparator import IterationResult, RunResults
+
+    y = np.linspace(1, 2, 6, dtype=np.float32)
+    path = tmp_path / "pg.json"
+    RunResults([(name, [IterationResult(outputs={"y": arr}, runner_name=name)])
+                for name, arr in (("onnxrt-runner-N0-01/01/26", y), ("trt-runner-N1-01/01/26", y * 1.01))]
+               ).save(str(path))
+    user_error(cli("compare", path, path), "2 Polygraphy runners", "'onnxrt-runner-N0-01/01/26'",
+               "'trt-runner-N1-01/01/26'", "--reference-runner")
+    same = cli("compare", path, path, "--reference-runner", "onnxrt", "--candidate-runner", "N0", "--json")
+    assert same.code == 0, same.stderr
+    far = cli("compare", path, path, "--reference-runner", "onnxrt", "--candidate-runner", "trt", "--json")
+    assert far.code == 1
+    assert abs(far.json()["results"][0]["outputs"]["y"]["max_rel_err"] - 0.01) < 1e-6
+    user_error(cli("compare", path, path, "--reference-runner", "tf", "--candidate-runner", "trt"),
+               "--reference-runner 'tf' matches none")
+    user_error(cli("compare", path, path, "--reference-runner", "onnxrt", "--candidate-runner", "trt",
+                   "--iteration", "1"), "iteration 1 does not exist")

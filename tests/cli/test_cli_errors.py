@@ -45,9 +45,12 @@ def test_reference_not_among_backends(cli, user_error, mlp_model: Path) -> None:
     user_error(res, "--reference", "openvino", "ort")
 
 
-def test_backend_listed_twice(cli, user_error, mlp_model: Path) -> None:
-    res = cli("run", mlp_model, "--input", "x:2x4", "-b", "ort", "-b", "onnxruntime")
-    user_error(res, "twice")
+def test_backend_listed_twice_is_a_determinism_check(cli, user_error, mlp_model: Path) -> None:
+    res = cli("run", mlp_model, "--input", "x:2x4", "-b", "ort", "-b", "onnxruntime", "--atol", "0", "--rtol", "0",
+              "--json")
+    assert res.code == 0, res.stdout + res.stderr
+    assert [r["backend"] for r in res.json()["results"]] == ["ort", "ort#2"]
+    user_error(cli("bench", mlp_model, "--input", "x:2x4", "-b", "ort", "-b", "ort"), "twice")  # bench: one row each
 
 
 def test_unsupported_precision(cli, user_error, mlp_model: Path) -> None:

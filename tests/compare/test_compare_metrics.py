@@ -21,8 +21,9 @@ def _settings(
     rtol: float = 1e-5,
     stat: str = "elemwise",
     validate: bool = False,
+    equal_nan: bool = False,
 ) -> CompareSettings:
-    return CompareSettings(Tolerances(atol), Tolerances(rtol), stat, validate)
+    return CompareSettings(Tolerances(atol), Tolerances(rtol), stat, validate, equal_nan)
 
 
 def _cmp(ref: object, cand: object, **kwargs: object) -> OutputComparison:
@@ -187,8 +188,27 @@ def test_nan_mismatch_fails_in_stat_modes(stat: str) -> None:
     assert not _cmp([1.0, 2.0], [1.0, np.nan], atol=1.0, rtol=1.0, stat=stat).passed
 
 
-def test_nan_on_both_sides_is_equal_but_counted() -> None:
-    result = _cmp([np.nan, 1.0], [np.nan, 1.0])
+@pytest.mark.parametrize("stat", ["elemwise", "max", "mean", "median"])
+def test_nan_on_both_sides_fails_by_default_like_polygraphy(stat: str) -> None:
+    result = _cmp([1.0, np.nan, 2.0], [1.0, np.nan, 2.0], atol=math.inf, rtol=math.inf, stat=stat)
+    assert not result.passed
+    assert result.nonfinite_mismatches == 1
+    assert result.failed_elements == 1
+    assert result.worst_index == (1,)
+    assert "1 element is NaN on both sides, first at (1,)" in result.reason
+    assert "--equal-nan" in result.reason
+    assert "NaN/Inf mismatch" not in result.reason  # no one-sided mismatch to report
+
+
+def test_nan_on_both_sides_and_one_sided_are_reported_apart() -> None:
+    result = _cmp([np.nan, np.nan, 1.0], [np.nan, np.nan, np.nan])
+    assert "1 NaN/Inf mismatch, first at (2,)" in result.reason
+    assert "2 elements are NaN on both sides, first at (0,)" in result.reason
+    assert result.nonfinite_mismatches == 3
+
+
+def test_nan_on_both_sides_is_equal_with_equal_nan_but_counted() -> None:
+    result = _cmp([np.nan, 1.0], [np.nan, 1.0], equal_nan=True)
     assert result.passed
     assert result.nan_count_ref == 1
     assert result.nan_count_cand == 1
@@ -229,8 +249,8 @@ def test_unequal_infinities_fail(ref: list[float], cand: list[float]) -> None:
 
 def test_validate_fails_on_any_nan_or_inf() -> None:
     ref, cand = [np.nan, np.inf, 1.0], [np.nan, np.inf, 1.0]
-    assert _cmp(ref, cand).passed
-    result = _cmp(ref, cand, validate=True)
+    assert _cmp(ref, cand, equal_nan=True).passed
+    result = _cmp(ref, cand, validate=True, equal_nan=True)
     assert not result.passed
     assert "validate" in result.reason
     assert "reference has 1 NaN and 1 Inf" in result.reason

@@ -52,7 +52,8 @@ InputOpt = Annotated[
                  "Required for inputs with symbolic dims. Repeat per input.", show_default=False),
 ]
 LoadInputsOpt = Annotated[
-    Path | None, typer.Option("--load-inputs", help="Feeds from .npz or .json ({name: array}).", show_default=False)
+    Path | None, typer.Option("--load-inputs", help="Feeds from .npz or .json ({name: array}, or "
+                                 "`polygraphy run --save-inputs` JSON: its first feed).", show_default=False)
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random feeds.")]
 ValRangeOpt = Annotated[
@@ -79,6 +80,8 @@ StatOpt = Annotated[
                  "max / mean / median error."),
 ]
 ValidateOpt = Annotated[bool, typer.Option("--validate", help="Fail when any output holds NaN or Inf.")]
+EqualNanOpt = Annotated[bool, typer.Option("--equal-nan", help="Count NaN on both sides at the same index as equal "
+                        "(by default any NaN fails, as in Polygraphy).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result on stdout.")]
 OrtProvidersOpt = Annotated[
     list[str] | None,
@@ -117,7 +120,8 @@ def feed_settings(
 
 
 def compare_settings(
-    atol: list[str] | None, rtol: list[str] | None, stat: str, validate: bool, *, default: float = 1e-5
+    atol: list[str] | None, rtol: list[str] | None, stat: str, validate: bool, *, default: float = 1e-5,
+    equal_nan: bool = False,
 ) -> Any:
     from enginekit.compare import CompareSettings, parse_tolerances
     from enginekit.errors import InvalidArgumentError
@@ -130,6 +134,7 @@ def compare_settings(
         rtol=parse_tolerances(rtol or [], default, "--rtol"),
         check_error_stat=stat,
         validate=validate,
+        equal_nan=equal_nan,
     )
 
 

@@ -4,8 +4,10 @@ Semantics follow Polygraphy: errors are relative to the reference, an element fa
 ``abs_err > atol and rel_err > rtol``; with ``check_error_stat`` ``max``/``mean``/``median`` the
 output fails when ``stat(abs_err) > atol and stat(rel_err) > rtol``. On top of that:
 
-* NaN on exactly one side, or an Inf that the other side does not match, always fails;
-  NaN on both sides and same-signed Inf on both sides count as equal.
+* A NaN on either side fails, whatever the tolerances, as in Polygraphy (where NaN - NaN is NaN);
+  with ``CompareSettings.equal_nan`` a NaN on both sides at the same index counts as equal.
+* An Inf that the other side does not match fails; same-signed Inf on both sides counts as equal
+  (Polygraphy's ``--infinities-compare-equal``).
 * Statistics are taken over elements that are finite on both sides.
 * Shapes are never broadcast; a dtype mismatch fails but the numbers are still reported.
 """
@@ -238,6 +240,34 @@ def _validate_reason(counts: tuple[int, int, int, int]) -> str | None:
     return "validate: " + ", ".join(sides)
 
 
+def _first_index(mask: npt.NDArray[np.bool_]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def _nonfinite_reasons(
+    ref64: _FloatArray,
+    cand64: _FloatArray,
+    mismatch: npt.NDArray[np.bool_],
+    both_nan: npt.NDArray[np.bool_],
+) -> list[str]:
+    """Reasons for NaN/Inf mismatches; NaN on both sides is named apart, it is the surprising one."""
+    reasons = []
+    other = mismatch & ~both_nan
+    if n_other := int(other.sum()):
+        index = _first_index(other)
+        reasons.append(
+            f"{n_other} NaN/Inf mismatch{'es' if n_other != 1 else ''}, first at {index}: "
+            f"reference {float(ref64[index])} vs candidate {float(cand64[index])}"
+        )
+    nan_pairs = mismatch & both_nan
+    if n_pairs := int(nan_pairs.sum()):
+        reasons.append(
+            f"{n_pairs} element{'s are' if n_pairs != 1 else ' is'} NaN on both sides, first at "
+            f"{_first_index(nan_pairs)} (NaN never equals NaN, as in Polygraphy; allow it with --equal-nan)"
+        )
+    return reasons
+
+
 def compare_arrays(
     name: str,
     reference: npt.ArrayLike,
@@ -271,7 +301,9 @@ def compare_arrays(
         int(cand_inf.sum()),
     )
     finite = np.isfinite(ref64) & np.isfinite(cand64)
-    nonfinite_equal = (ref_nan & cand_nan) | (ref_inf & (ref64 == cand64))
+    nonfinite_equal = ref_inf & (ref64 == cand64)
+    if settings.equal_nan:
+        nonfinite_equal |= ref_nan & cand_nan
     mismatch = ~finite & ~nonfinite_equal
     mismatches = int(mismatch.sum())
 
@@ -298,11 +330,8 @@ def compare_arrays(
 
     if settings.validate and (why := _validate_reason(counts)):
         reasons.append(why)
-    if mismatches and worst is not None:
-        reasons.append(
-            f"{mismatches} NaN/Inf mismatch{'es' if mismatches != 1 else ''}, first at {worst[0]}: "
-            f"reference {worst[1]} vs candidate {worst[2]}"
-        )
+    if mismatches:
+        reasons.extend(_nonfinite_reasons(ref64, cand64, mismatch, ref_nan & cand_nan))
     stat = settings.check_error_stat
     if stat == "elemwise":
         bad = int(elem_failed.sum())
