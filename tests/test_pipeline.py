@@ -10,8 +10,9 @@ import pytest
 
 from enginekit.backends.openvino import cpu_supports_bf16
 from enginekit.compare import CompareSettings, parse_tolerances
+from enginekit.compare.per_precision import settings_for_precision
 from enginekit.errors import EXIT_CHECK_FAILED, EXIT_OK
-from enginekit.pipeline import optimize, settings_for_precision
+from enginekit.pipeline import optimize
 from enginekit.settings import BackendSettings, OptimizeSettings, TimingSettings
 
 FAST = TimingSettings(warmup_s=0.0, warmup_runs=1, min_runs=3, min_time_s=0.0)
@@ -52,6 +53,17 @@ def test_demo_pipeline_on_bundled_example(tmp_path: Path) -> None:
     assert "| ort | fp32 | ok |" in md and "macro precision" in md
     script = (tmp_path / "r/reproduce.sh").read_text()
     assert "enginekit optimize --backend ort --backend openvino --backend openvino:bf16" in script
+
+
+def test_a_given_tolerance_equal_to_the_default_is_kept() -> None:
+    """`--atol 1e-05` is a choice even though it equals Polygraphy's default: it is not replaced by fp16's rule."""
+    ref = {"y": np.array([100.0, -3.0], np.float32)}
+    given = CompareSettings(atol=parse_tolerances(["1e-05"], 1e-5, "--atol"),
+                            rtol=parse_tolerances(["1e-5"], 1e-5, "--rtol"))
+    kept = settings_for_precision(given, "fp16", ref)
+    assert kept.atol.for_output("y") == 1e-5 and kept.rtol.for_output("y") == 1e-5
+    scaled = settings_for_precision(CompareSettings(), "fp16+plan", ref)
+    assert scaled.atol.for_output("y") == pytest.approx(4 * 2**-10 * 100)
 
 
 def test_explicit_tolerances_are_kept_for_low_precision() -> None:

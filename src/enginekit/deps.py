@@ -17,7 +17,7 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "torch": ("torch", "torch"),
     "tensorrt": ("tensorrt", "tensorrt"),
     "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx"),
-    "sklearn": ("scikit-learn", "test"),
+    "sklearn": ("scikit-learn", None),
     "onnxslim": ("onnxslim", None),
     "onnxconverter_common": ("onnxconverter-common", None),
     "paddle": ("paddlepaddle", "paddle"),

@@ -44,10 +44,12 @@ class Candidate:
 
     backend: str
     precision: str = "fp32"
+    instance: int = 1  # the same backend listed again (a determinism check) is instance 2, labelled ``ort#2``
 
     @property
     def label(self) -> str:
-        return self.backend if self.precision == "fp32" else f"{self.backend}:{self.precision}"
+        base = self.backend if self.precision == "fp32" else f"{self.backend}:{self.precision}"
+        return base if self.instance == 1 else f"{base}#{self.instance}"
 
     @classmethod
     def parse(cls, text: str, default_precision: str = "fp32") -> Candidate:
@@ -75,10 +77,11 @@ class BackendRow:
     outputs: dict[str, np.ndarray] | None = None
     load_s: float | None = None
     infer_s: float | None = None
+    instance: int = 1
 
     @property
     def label(self) -> str:
-        return Candidate(self.backend, self.precision).label
+        return Candidate(self.backend, self.precision, self.instance).label
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,7 +104,7 @@ def use_runner(
     work: Callable[[Runner], T],
 ) -> tuple[BackendRow, T | None]:
     """Create, load and use a runner; any failure becomes the row's status and reason."""
-    row = BackendRow(candidate.backend, candidate.precision, OK)
+    row = BackendRow(candidate.backend, candidate.precision, OK, instance=candidate.instance)
     info = get_backend(candidate.backend)
     avail = info.available()
     if not avail.ok:
@@ -119,10 +122,30 @@ def use_runner(
         row.status, row.reason = SKIPPED, str(exc)
     except EnginekitError as exc:
         row.status, row.reason = ERROR, str(exc)
+        _name_failing_node(row, exc, model)
     except Exception as exc:  # noqa: BLE001 - a backend's own failure becomes a row, never a crash
         log.debug("backend %s failed", candidate.label, exc_info=True)
         row.status, row.reason = ERROR, f"{type(exc).__name__}: {exc}".strip()
+        _name_failing_node(row, exc, model)
     return row, None
+
+
+def _name_failing_node(row: BackendRow, exc: BaseException, model: Path) -> None:
+    """Put the ONNX node a runtime failed in (when it says so) first in the row's reason and in its details."""
+    from enginekit.backends.failing_node import failing_node
+
+    graph = None
+    if model.suffix.lower() == ".onnx" and model.is_file():
+        try:
+            from enginekit.graph.load import load_model
+
+            graph = load_model(model, load_external_data=False, check=False)
+        except EnginekitError:
+            graph = None
+    node = failing_node(exc, graph)
+    if node is not None:
+        row.details["failing_node"] = node.to_dict()
+        row.reason = f"{node}: {row.reason}"
 
 
 def prepare_feed(specs: Sequence[TensorSpec], settings: FeedSettings) -> dict[str, np.ndarray]:
@@ -161,6 +184,11 @@ class RunResult:
             return EXIT_MISSING_DEPENDENCY
         return EXIT_OK
 
+    @property
+    def weak_reference(self) -> list[str]:
+        """Why a pass means little: reference outputs that are near-constant or saturated for some candidate."""
+        return weak_reasons(self.rows)
+
     def outputs_of(self, label: str) -> dict[str, np.ndarray] | None:
         return next((r.outputs for r in self.rows if r.label == label), None)
 
@@ -170,15 +198,24 @@ class RunResult:
             "model": self.model,
             "reference": self.reference,
             "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.feed.items()},
+            "weak_reference": self.weak_reference,
             "results": [r.to_dict() for r in self.rows],
         }
+
+
+def weak_reasons(rows: Sequence[BackendRow]) -> list[str]:
+    """The weak-reference reasons of passing rows, each once, in row order."""
+    return list(dict.fromkeys(r for row in rows if row.status == OK for r in row.details.get("weak_reference", [])))
 
 
 def compare_rows(
     rows: Sequence[BackendRow], reference: BackendRow, settings_for: Callable[[str], CompareSettings]
 ) -> None:
     """Fill each row's comparison against the reference (settings chosen by the row's precision)."""
+    from dataclasses import replace
+
     from enginekit.compare import compare_outputs
+    from enginekit.compare.reference_quality import weak_reference_reasons
 
     for row in rows:
         if row.status != OK or row.outputs is None:
@@ -186,7 +223,13 @@ def compare_rows(
         if reference.status != OK or reference.outputs is None:
             row.status, row.reason = SKIPPED, f"reference {reference.label} has no outputs ({reference.status})"
             continue
-        row.comparison = compare_outputs(reference.outputs, row.outputs, settings_for(row.precision))
+        settings = settings_for(row.precision)
+        if row is reference:  # the reference against itself: its NaNs are its own (only --validate fails them)
+            settings = replace(settings, equal_nan=True)
+        row.comparison = compare_outputs(reference.outputs, row.outputs, settings)
+        weak = [] if row is reference else weak_reference_reasons(reference.outputs, settings)
+        if weak:
+            row.details["weak_reference"] = weak
         if not row.comparison.passed:
             failed = [o.name for o in row.comparison.outputs if not o.passed]
             row.status = FAILED
@@ -195,23 +238,32 @@ def compare_rows(
             ) or f"outputs outside tolerance: {', '.join(failed)}"
 
 
-def resolve_candidates(names: Sequence[str], reference: str | None, default_precision: Mapping[str, str]) -> tuple[
-    list[Candidate], Candidate
-]:
-    """Backends in the order given (duplicates refused) and which one is the reference."""
+def resolve_candidates(
+    names: Sequence[str], reference: str | None, default_precision: Mapping[str, str], *, allow_repeats: bool = False
+) -> tuple[list[Candidate], Candidate]:
+    """Backends in the order given and which one is the reference.
+
+    A backend listed twice is refused, unless ``allow_repeats`` (`run`: the same backend twice is a determinism
+    check): then each repeat is a candidate of its own, labelled ``ort#2``, ``ort#3``; ``reference`` may name one.
+    """
     if not names:
         raise InvalidArgumentError("Give at least one --backend.")
     cands: list[Candidate] = []
     for n in names:
         name = get_backend(n.partition(":")[0]).name
         c = Candidate.parse(n, default_precision.get(name, "fp32"))
-        if c in cands:
+        seen = sum(1 for o in cands if (o.backend, o.precision) == (c.backend, c.precision))
+        if seen and not allow_repeats:
             raise InvalidArgumentError(f"--backend {c.label} is listed twice.")
-        cands.append(c)
+        cands.append(Candidate(c.backend, c.precision, seen + 1))
     if reference is None:
         return cands, cands[0]
-    ref_name = get_backend(reference.partition(":")[0]).name
-    ref_c = Candidate.parse(reference, default_precision.get(ref_name, "fp32"))
+    text, hash_sign, number = reference.rpartition("#")
+    if not (hash_sign and number.isdigit()):
+        text, number = reference, "1"
+    ref_name = get_backend(text.partition(":")[0]).name
+    ref_c = Candidate.parse(text, default_precision.get(ref_name, "fp32"))
+    ref_c = Candidate(ref_c.backend, ref_c.precision, int(number))
     if ref_c not in cands:
         raise InvalidArgumentError(
             f"--reference {reference!r} is not among the backends given ({', '.join(c.label for c in cands)})."
@@ -231,6 +283,10 @@ def model_io(
         if fmt == "torch" and not torch_inputs:  # an AOTI package carries its own specs
             raise InvalidArgumentError("PyTorch sources need --input NAME:DIMS[:DTYPE] for every forward() argument.")
         return torch_source_io(path, torch_inputs)
+    if fmt == "engine":  # the IO enginekit's manifest recorded beside the plan
+        from enginekit.backends.tensorrt.runner import engine_io
+
+        return engine_io(path)
     if fmt == "paddle":
         from enginekit.backends.paddle import read_program_info, resolve_paddle_model
 
@@ -295,15 +351,28 @@ def check_plan_candidates(cands: Sequence[Candidate], settings: BackendSettings,
         log.warning("no candidate applies the %s precision plan (%s)", plan.precision, what)
 
 
+def _default_precisions(settings: RunSettings, fmt: str) -> dict[str, str]:
+    """Precision of a candidate named without one: openvino's --openvino-precision; a TensorRT engine file's own
+    precision (from its manifest), so that an fp16 engine is judged by fp16's tolerances."""
+    defaults = {"openvino": settings.backend.openvino_precision}
+    if fmt == "engine":
+        from enginekit.backends.tensorrt.manifest import read_manifest
+
+        manifest = read_manifest(Path(settings.model))
+        built = str(((manifest or {}).get("precision") or {}).get("precision") or "fp32")
+        if built in ("fp16", "bf16", "int8"):
+            defaults.update({"tensorrt": built, "tensorrt-rtx": built})
+    return defaults
+
+
 def run_backends(settings: RunSettings) -> RunResult:
     """The library call behind `enginekit run`."""
-    from enginekit.compare import validate_tolerance_names
+    from enginekit.compare import settings_for_precision, validate_tolerance_names
     from enginekit.registry import check_format, model_format
 
-    cands, ref = resolve_candidates(
-        settings.backends, settings.reference, {"openvino": settings.backend.openvino_precision}
-    )
     fmt = model_format(settings.model)
+    cands, ref = resolve_candidates(settings.backends, settings.reference, _default_precisions(settings, fmt),
+                                    allow_repeats=True)
     for c in cands:
         check_format(get_backend(c.backend), fmt)
     inputs, outputs = model_io(Path(settings.model), fmt, settings.backend)
@@ -333,5 +402,7 @@ def run_backends(settings: RunSettings) -> RunResult:
         rows[cand] = row
     ref_row = rows[ref]
     ref_row.is_reference = True
-    compare_rows([rows[c] for c in ordered], ref_row, lambda precision: settings.compare)
+    ref_out = ref_row.outputs or {}  # candidates below FP32 are judged by the one per-precision rule
+    compare_rows([rows[c] for c in ordered], ref_row,
+                 lambda precision: settings_for_precision(settings.compare, precision, ref_out))
     return RunResult(str(settings.model), ref.label, feed, [rows[c] for c in cands])

@@ -17,8 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from enginekit.errors import EXIT_CHECK_FAILED, EXIT_OK, EnginekitError, InvalidArgumentError
+from enginekit.compare.per_precision import settings_for_precision
+from enginekit.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    EnginekitError,
+    HardwareUnavailableError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
 from enginekit.multirun import (
+    ERROR,
     OK,
     SKIPPED,
     BackendRow,
@@ -26,12 +35,12 @@ from enginekit.multirun import (
     check_backend_settings,
     compare_rows,
     use_runner,
+    weak_reasons,
 )
 from enginekit.registry import BACKENDS, get_backend
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
-    from enginekit.compare import CompareSettings
     from enginekit.eval.datasets import Dataset
     from enginekit.settings import BuildSettings, OptimizeSettings
     from enginekit.tensors import TensorSpec
@@ -87,8 +96,20 @@ class OptimizeResult:
 
     @property
     def passed(self) -> bool:
-        required_ok = all(s.status != STEP_FAIL for s in self.steps if s.required)
-        return required_ok and all(c.row.status in (OK, SKIPPED) for c in self.candidates)
+        """No step failed (a failed build fails the run as much as a failed comparison) and every candidate is ok
+        or skipped because a package or device is missing here."""
+        return (all(s.status != STEP_FAIL for s in self.steps)
+                and all(c.row.status in (OK, SKIPPED) for c in self.candidates))
+
+    @property
+    def weak_reference(self) -> list[str]:
+        """Why a pass means little: reference outputs near-constant or saturated (see compare.reference_quality)."""
+        return weak_reasons([c.row for c in self.candidates])
+
+    @property
+    def skipped(self) -> list[str]:
+        """``label: reason`` of every candidate that did not run here (missing package or device)."""
+        return [f"{c.row.label}: {c.row.reason}" for c in self.candidates if c.row.status == SKIPPED]
 
     @property
     def exit_code(self) -> int:
@@ -98,6 +119,8 @@ class OptimizeResult:
         return {
             "kind": "optimize",
             "passed": self.passed,
+            "skipped": self.skipped,
+            "weak_reference": self.weak_reference,
             "model": str(self.model) if self.model else None,
             "model_info": self.model_info,
             "reference": self.reference,
@@ -107,6 +130,15 @@ class OptimizeResult:
             "steps": [s.to_dict() for s in self.steps],
             "results": [c.to_dict() for c in self.candidates],
         }
+
+
+def _skip_reason(exc: Exception) -> str:
+    """A skip says why: the missing package or hardware, in the error's own words."""
+    if isinstance(exc, MissingDependencyError):
+        return f"missing package: {exc}"
+    if isinstance(exc, HardwareUnavailableError):
+        return f"not possible on this machine: {exc}"
+    return str(exc)
 
 
 class Pipeline:
@@ -127,8 +159,8 @@ class Pipeline:
             t0 = time.perf_counter()
             try:
                 fn(res)
-            except StepSkipped as exc:
-                res.status, res.reason = STEP_SKIPPED, str(exc)
+            except (StepSkipped, MissingDependencyError, HardwareUnavailableError) as exc:
+                res.status, res.reason = STEP_SKIPPED, _skip_reason(exc)
             except (StepFailed, EnginekitError) as exc:
                 res.status, res.reason = STEP_FAIL, str(exc)
             res.duration_s = time.perf_counter() - t0
@@ -137,41 +169,6 @@ class Pipeline:
         log.info("step %-24s %s %s", name, res.status, res.reason)
         self.result.steps.append(res)
         return res
-
-
-# Machine epsilon of each format below FP32 (fp16 and tf32: 10 mantissa bits, bf16: 7; int8: a 7-bit step).
-FORMAT_EPSILON = {"fp16": 2.0**-10, "tf32": 2.0**-10, "bf16": 2.0**-7, "int8": 2.0**-7}
-LOW_PRECISION_EPSILONS = 4  # default tolerance: this many epsilons of the candidate's format
-
-
-def settings_for_precision(
-    base: CompareSettings, precision: str, reference: Mapping[str, np.ndarray]
-) -> CompareSettings:
-    """``base`` for FP32. Below FP32, tolerances the user left at their defaults become scale-aware:
-
-    rtol = 4 eps of the format, and atol = 4 eps x the largest |value| of that output in the reference
-    (bf16: 3.1 %, fp16: 0.39 %), since rounding error grows with the magnitude of what is rounded.
-    Explicit ``--atol``/``--rtol`` values, default or per output, are kept as given.
-    """
-    from dataclasses import replace
-
-    from enginekit.compare import DEFAULT_ATOL, DEFAULT_RTOL
-
-    eps = FORMAT_EPSILON.get(precision)
-    if eps is None:
-        return base
-    tol = LOW_PRECISION_EPSILONS * eps
-    atol = base.atol
-    if atol.default == DEFAULT_ATOL:
-        given = dict(atol.per_output)
-        scaled = []
-        for name, arr in reference.items():
-            finite = np.abs(arr[np.isfinite(arr)]) if np.issubdtype(arr.dtype, np.floating) else np.abs(arr)
-            peak = float(finite.max()) if finite.size else 0.0
-            scaled.append((name, given.get(name, tol * max(peak, 1.0))))
-        atol = replace(atol, default=tol, per_output=tuple(scaled))
-    rtol = base.rtol if base.rtol.default != DEFAULT_RTOL else replace(base.rtol, default=tol)
-    return replace(base, atol=atol, rtol=rtol)
 
 
 # PyTorch-native candidates added for PyTorch sources (precisions beyond fp32 are chosen with --backend).
@@ -355,8 +352,13 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
         def run_candidate(step: StepResult, cand: Candidate = cand) -> None:
             assert result.model is not None
             if any(Candidate(b.backend, b.precision) == cand for b in settings.builds) and cand not in engines:
-                rows[cand] = CandidateResult(BackendRow(cand.backend, cand.precision, SKIPPED, "its build failed"))
-                raise StepSkipped("its build failed")
+                built = next(st for st in result.steps if st.name == f"build {cand.label}")
+                if built.status == STEP_SKIPPED:  # a missing package or GPU, said as such
+                    rows[cand] = CandidateResult(BackendRow(cand.backend, cand.precision, SKIPPED, built.reason))
+                    raise StepSkipped(f"not built: {built.reason}")
+                reason = f"its build failed: {built.reason}"
+                rows[cand] = CandidateResult(BackendRow(cand.backend, cand.precision, ERROR, reason))
+                raise StepFailed(reason)
             model, backend_settings = engines.get(cand, result.model), settings.backend
             if candidate_format(cand) == "torch" and settings.export is not None:  # runs on the source
                 model = Path(settings.export.source)

@@ -30,7 +30,7 @@ def test_help_documents_the_options(cli) -> None:
 
 def test_run_ort_fp16_with_plan(cli, scaled_model: Path, tmp_path: Path) -> None:
     res = cli("run", scaled_model, "--input", "x:2x4", "-b", "ort,ort:fp16", *LOOSE, "--val-range", "0.5,1")
-    assert res.code == 1, res.stdout + res.stderr  # without the plan 1e5 is clipped in fp16
+    assert res.code == 1, res.stdout + res.stderr  # without the plan 1e-7 rounds to 1.19e-7 in fp16
     plan = _plan(tmp_path / "plan.json", ["scale_up", "scale_down"])
     res = cli("run", scaled_model, "--input", "x:2x4", "-b", "ort,ort:fp16,onnx-reference:fp16", *LOOSE,
               "--val-range", "0.5,1", "--precision-plan", plan, "--json")
@@ -39,6 +39,28 @@ def test_run_ort_fp16_with_plan(cli, scaled_model: Path, tmp_path: Path) -> None
     assert rows["ort:fp16"]["details"]["conversion"]["plan_nodes_fp32"] == ["scale_up", "scale_down"]
     assert rows["onnx-reference:fp16"]["details"]["conversion"]["plan_nodes_fp32"] == ["scale_up", "scale_down"]
     assert "conversion" not in rows["ort"]["details"]  # fp32 ignores the plan
+
+
+def test_run_judges_fp16_rows_by_the_per_precision_rule(cli, scaled_model: Path, tmp_path: Path) -> None:
+    """The README's example as written: no --atol/--rtol, the fp16 rows get fp16's scale-aware tolerances (they
+    were judged with FP32's 1e-5 before); tolerances given explicitly, even equal to the defaults, are kept."""
+    plan = _plan(tmp_path / "plan.json", ["scale_up", "scale_down"])
+    args = ("run", scaled_model, "--input", "x:2x4", "-b", "ort,ort:fp16,onnx-reference:fp16", "--val-range", "0.5,1",
+            "--precision-plan", plan)
+    res = cli(*args, "--json")
+    assert res.code == 0, res.stdout + res.stderr
+    rows = {r["backend"]: r for r in res.json()["results"]}
+    for label in ("ort:fp16", "onnx-reference:fp16"):
+        (out,) = rows[label]["outputs"].values()
+        assert out["rtol"] == pytest.approx(4 * 2**-10) and out["atol"] >= 4 * 2**-10
+    (ref_out,) = rows["ort"]["outputs"].values()
+    assert ref_out["atol"] == ref_out["rtol"] == 1e-5
+    table = cli(*args)
+    assert table.code == 0 and "atol" in table.stdout and "rtol" in table.stdout
+    strict = cli(*args, "--atol", "1e-5", "--rtol", "1e-5", "--json")
+    assert strict.code == 1, strict.stdout + strict.stderr
+    rows = {r["backend"]: r for r in strict.json()["results"]}
+    assert all(o["atol"] == 1e-5 for o in rows["ort:fp16"]["outputs"].values())
 
 
 @pytest.mark.parametrize(("backends", "plan_precision", "nodes", "needles"), [

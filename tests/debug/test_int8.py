@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
+from enginekit.compare.per_precision import settings_for_precision
 from enginekit.debug.execute import Executor
 from enginekit.debug.fix import FixResult, find_fp32_islands, range_analysis_initial
 from enginekit.debug.ranges import analyze_ranges, per_channel_zero_fraction
 from enginekit.examples import digits
-from enginekit.pipeline import settings_for_precision
 
 sys.path.insert(0, str(Path(__file__).parent))
 import int8_models  # noqa: E402

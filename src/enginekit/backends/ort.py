@@ -95,7 +95,7 @@ def session_options(ort: Any, s: BackendSettings) -> Any:
         raise InvalidArgumentError(f"--ort-graph-optimization {s.ort_graph_optimization!r}: choose "
                                    f"{', '.join(GRAPH_LEVELS)}.")
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures come back as exceptions (with the node name); do not also print them
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_LEVELS[s.ort_graph_optimization])
     if s.ort_intra_op_threads:
         opts.intra_op_num_threads = s.ort_intra_op_threads

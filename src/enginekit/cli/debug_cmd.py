@@ -62,6 +62,10 @@ def precision(
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_error_stat: StatOpt = "elemwise",
+    allow_weak_reference: Annotated[bool, typer.Option("--allow-weak-reference", help="Pass (exit 0) even when the "
+                                   "reference output is near-constant or saturated on the feeds; without it such "
+                                   "a run is INCONCLUSIVE (exit 1): random feeds often make a detector output ~0 "
+                                   "everywhere, so any plan passes. Feed real data with --load-inputs.")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write report.json/.md, reproduce.sh, the layerwise "
                       "error-growth plot, plan.json and the fixed model into this folder.", show_default=False)]
     = None,
@@ -71,6 +75,10 @@ def precision(
 
     --atol/--rtol left at their defaults become scale-aware for the target: 4 epsilons of the format
     (fp16 2^-10, bf16 and int8 2^-7), atol times max |reference| per output. Details: docs/PRECISION.md.
+
+    Feed real data (--load-inputs FILE.npz|.json: real images, real text): on random feeds a model's output
+    is often near-constant (a detector finds nothing), and the debugger then refuses to pass (INCONCLUSIVE,
+    exit 1) unless --allow-weak-reference.
     """
     from enginekit.debug.execute import check_backend, default_backend, make_reference
     from enginekit.debug.fix import command_check, find_fp32_islands, range_analysis_initial
@@ -106,6 +114,12 @@ def precision(
                                calibration=calib, calib_method=calib_method)
     doc = result.to_dict()
     doc["model"] = str(model)
+    exit_code = result.exit_code
+    doc["verdict"] = "passed" if result.passed else "failed"
+    if result.passed and result.weak_reference and not allow_weak_reference:
+        exit_code, doc["passed"], doc["verdict"] = 1, False, "inconclusive"
+        doc["message"] = ("the reference output carries no signal on these feeds, so this plan is "
+                          "not verified. " + result.message)
     doc["range_analysis"] = [{"node": n, "reason": r} for n, r in initial]
     if precision == "int8" and calibration is None:
         doc["warning"] = ("Calibrated on the debug feeds themselves: pass --calibration with real samples for "
@@ -124,7 +138,7 @@ def precision(
         common.print_json(doc)
     else:
         render(doc)
-    common.exit_with(result.exit_code)
+    common.exit_with(exit_code)
 
 
 def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: Any, feed: Any, precision: str,
@@ -158,7 +172,7 @@ def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: An
                  + (f"; quantization: {ran['quantization']}" if "quantization" in ran else "") + "\n")
     bad = layers.first_bad
     worst = sorted((r for r in layers.rows if not r.passed), key=lambda r: -(r.max_abs_err or 0))[:15]
-    verdict = "PASSED" if result.passed else "FAILED"
+    verdict = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE"}.get(str(doc.get("verdict")), "FAILED")
     all_low = "passes" if before.get("passed") else "fails"
     planned = "passes" if after.get("passed") else "fails"
     md = (
@@ -170,7 +184,8 @@ def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: An
         f"everything after the first bad layer would be {result.baseline_nodes}\n"
         f"- first tensor outside tolerance in the all-{precision} model: {bad.tensor if bad else 'none'}"
         f"{f' ({bad.op_type} {bad.node})' if bad else ''}\n- evaluations: {result.evaluations}\n" + runs_line
-        + (f"- warning: {doc['warning']}\n" if doc.get("warning") else "") + "\n"
+        + (f"- warning: {doc['warning']}\n" if doc.get("warning") else "")
+        + "".join(f"- weak reference: {w}\n" for w in doc.get("weak_reference") or []) + "\n"
         f"## {kept_what}\n\n" + (table(["node", "reason"], rows) if rows else "_None: the model survives._\n")
         + "\n## Worst tensors in the all-low-precision model (topological diff)\n\n"
         + table(["tensor", "op", "max abs", "max rel", "cosine", "NaN", "Inf"],
@@ -223,5 +238,12 @@ def render(doc: dict[str, Any]) -> None:
     for key, what in (("plan_path", "plan"), ("output", "fixed model")):
         if key in doc:
             out.print(f"wrote {what}: {escape(doc[key])}")
-    style = "green" if doc["passed"] else "red"
-    out.print(f"[bold {style}]{'PASSED' if doc['passed'] else 'FAILED'}[/]: {escape(doc['message'])}")
+    for reason in doc.get("weak_reference") or []:
+        out.print(f"[yellow]weak reference:[/] {escape(reason)}")
+    if doc.get("weak_reference"):
+        from enginekit.compare.reference_quality import ADVICE
+
+        out.print(f"[yellow]→[/] {escape(ADVICE)}")
+    word = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE"}.get(doc.get("verdict", ""), "FAILED")
+    style = {"PASSED": "green", "INCONCLUSIVE": "yellow"}.get(word, "red")
+    out.print(f"[bold {style}]{word}[/]: {escape(doc['message'])}")

@@ -185,7 +185,7 @@ def _run(settings: object, as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from enginekit.cli.render import status, verdict
+    from enginekit.cli.render import status, tolerance_text, verdict
     from enginekit.pipeline import optimize
     from enginekit.report.markdown import fmt
     from enginekit.settings import OptimizeSettings
@@ -204,17 +204,18 @@ def _run(settings: object, as_json: bool) -> None:
         steps.add_row(escape(s["name"]), f"[{style}]{s['status']}[/]", f"{s['duration_s']:.2f}", escape(s["reason"]))
     out.print(steps)
     t = Table("backend", "precision", "status", "median ms", "p90 ms", "speed-up", "accuracy", "macro P",
-              "macro R", "max abs err", title=f"Backends (reference {doc['reference']})", title_justify="left")
+              "macro R", "max abs err", "atol/rtol", title=f"Backends (reference {doc['reference']})",
+              title_justify="left")
     for r in doc["results"]:
         tm, m = r.get("timing") or {}, r.get("metrics") or {}
         errs = [o["max_abs_err"] for o in r["outputs"].values() if isinstance(o.get("max_abs_err"), float)]
         t.add_row(r["backend"], r["precision"], status(r["status"]), fmt(tm.get("median_ms")), fmt(tm.get("p90_ms")),
                   fmt(r.get("speedup"), 3), fmt(m.get("accuracy")), fmt(m.get("macro_precision")),
-                  fmt(m.get("macro_recall")), fmt(max(errs) if errs else None))
+                  fmt(m.get("macro_recall")), fmt(max(errs) if errs else None), tolerance_text(r["outputs"]))
     out.print(t)
     for r in doc["results"]:
         if r["reason"]:
             out.print(f"  {status(r['status'])} [bold]{escape(r['backend'])}[/]: {escape(r['reason'])}")
     out.print(f"Report: {settings.report_dir}/report.md")
-    verdict(result.passed)
+    verdict(result.passed, weak=result.weak_reference, skipped=result.skipped)
     common.exit_with(result.exit_code)

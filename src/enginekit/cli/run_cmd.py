@@ -29,7 +29,8 @@ def run(
                      "PyTorch source (file.py:factory, TorchScript, .pt2) for the torch/inductor/aoti backends.")],
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend[:PRECISION] to run (ort, "
                        "ort:fp16, openvino, onnx-reference:fp16, torch:fp16, ...); repeat or comma-separate. The "
-                       "first is the reference.",
+                       "first is the reference. The same backend twice is a determinism check (the second is "
+                       "labelled ort#2).",
                        show_default=False)] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Which listed backend is the reference.",
                          show_default=False)] = None,
@@ -62,6 +63,7 @@ def run(
     rtol: RtolOpt = None,
     check_error_stat: StatOpt = "elemwise",
     validate: ValidateOpt = False,
+    equal_nan: common.EqualNanOpt = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write report.json, report.md, reproduce.sh "
                       "and the .npz feeds/outputs into this folder.", show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -95,7 +97,7 @@ def run(
             ort_save_optimized=ort_save_optimized, ort_fp16=ort_fp16, ort_trt_cache=ort_trt_cache,
             ort_trt_profile=ort_trt_profile, precision_plan=precision_plan,
             precision_plan_model=precision_plan_model),
-        compare=common.compare_settings(atol, rtol, check_error_stat, validate),
+        compare=common.compare_settings(atol, rtol, check_error_stat, validate, equal_nan=equal_nan),
         save_inputs=save_inputs,
         save_outputs=save_outputs,
         report_dir=report,
@@ -117,7 +119,7 @@ def run(
         from enginekit.cli.render import results_tables, verdict
 
         results_tables(doc["results"])
-        verdict(result.passed)
+        verdict(result.passed, weak=result.weak_reference)
     common.exit_with(result.exit_code)
 
 

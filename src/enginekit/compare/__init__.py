@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enginekit.compare.metrics import compare_arrays, compare_outputs
+from enginekit.compare.per_precision import FORMAT_EPSILON, base_precision, settings_for_precision
 from enginekit.compare.result import CompareResult, OutputComparison, json_safe
 from enginekit.compare.tolerances import (
     DEFAULT_ATOL,
@@ -18,13 +19,16 @@ __all__ = [
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
     "ERROR_STATS",
+    "FORMAT_EPSILON",
     "CompareResult",
     "CompareSettings",
     "OutputComparison",
     "Tolerances",
+    "base_precision",
     "compare_arrays",
     "compare_outputs",
     "json_safe",
     "parse_tolerances",
+    "settings_for_precision",
     "validate_tolerance_names",
 ]

@@ -42,6 +42,9 @@ class Tolerances:
 
     default: float
     per_output: tuple[tuple[str, float], ...] = ()
+    #: True when the user gave the default (``--atol 1e-5``), even if it equals Polygraphy's default: such a
+    #: value is kept for every precision instead of becoming scale-aware below FP32 (see ``per_precision``).
+    default_given: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_tolerance(self.default, "default tolerance")
@@ -102,6 +105,7 @@ def parse_tolerances(values: Sequence[str], default: float, kind: str) -> Tolera
     if isinstance(values, str):
         values = [values]
     current_default = float(default)
+    default_given = False
     per_output: dict[str, float] = {}
     for raw in values:
         text = raw.strip()
@@ -111,6 +115,7 @@ def parse_tolerances(values: Sequence[str], default: float, kind: str) -> Tolera
             )
         if ":" not in text:
             current_default = _parse_float(text, flag, raw)
+            default_given = True
             continue
         name, _, number = text.rpartition(":")
         name = name.strip()
@@ -119,7 +124,7 @@ def parse_tolerances(values: Sequence[str], default: float, kind: str) -> Tolera
                 f"{flag} value {raw!r} has an empty output name; {_EXPECTED_FORM}."
             )
         per_output[name] = _parse_float(number, flag, raw)
-    return Tolerances(default=current_default, per_output=tuple(per_output.items()))
+    return Tolerances(default=current_default, per_output=tuple(per_output.items()), default_given=default_given)
 
 
 @dataclass(frozen=True)
@@ -129,13 +134,15 @@ class CompareSettings:
     ``check_error_stat``: ``elemwise`` fails an output when any element has
     ``abs_err > atol and rel_err > rtol``; ``max``/``mean``/``median`` fail it when
     ``stat(abs_err) > atol and stat(rel_err) > rtol``. ``validate`` additionally fails
-    an output that has any NaN or Inf on either side.
+    an output that has any NaN or Inf on either side. A NaN fails the output even when the
+    other side has a NaN at the same index, as in Polygraphy, unless ``equal_nan`` is set.
     """
 
     atol: Tolerances = field(default_factory=lambda: Tolerances(DEFAULT_ATOL))
     rtol: Tolerances = field(default_factory=lambda: Tolerances(DEFAULT_RTOL))
     check_error_stat: str = "elemwise"
     validate: bool = False
+    equal_nan: bool = False
 
     def __post_init__(self) -> None:
         if self.check_error_stat not in ERROR_STATS:

@@ -185,7 +185,7 @@ def first_bad_node(model: onnx.ModelProto, reference: Reference, candidate: onnx
     """The first of ``nodes`` (topological order) whose candidate output has NaN/Inf the reference lacks, or
     fails the scale-aware comparison; None when no node output can be told apart. Values are matched by
     name (the candidate keeps the original names of node outputs)."""
-    from enginekit.pipeline import settings_for_precision
+    from enginekit.compare.per_precision import settings_for_precision
 
     wanted = set(nodes)
     produced = {o for n in candidate.graph.node for o in n.output}

@@ -4,7 +4,7 @@
 conversion with the plan's nodes in FP32, or INT8 Q/DQ with the plan's nodes left out of quantization), runs
 it on the feeds with the chosen backend (:mod:`enginekit.debug.execute`: onnx's reference evaluator by default
 for fp16/bf16, onnxruntime for int8) and compares its final outputs with the reference's (FP32, or float64;
-scale-aware tolerances of :func:`enginekit.pipeline.settings_for_precision`, and no NaN/Inf), or asks a user
+scale-aware tolerances of :func:`enginekit.compare.settings_for_precision`, and no NaN/Inf), or asks a user
 ``check`` instead (Polygraphy's ``--check``). The search:
 
 1. all nodes in the low precision passes -> empty plan;
@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from enginekit.compare import CompareResult, CompareSettings, compare_outputs, json_safe
+from enginekit.compare.reference_quality import weak_reference_reasons
 from enginekit.debug.candidates import (
     Candidates,
     FloatCandidates,
@@ -95,6 +96,7 @@ class FixResult:
     trace: list[dict[str, Any]] = field(default_factory=list)
     runs: dict[str, Any] = field(default_factory=dict)  # how candidates and the reference ran
     all_low_model: onnx.ModelProto | None = None  # every node in the low precision (the layerwise diff's)
+    weak_reference: tuple[str, ...] = ()  # reference outputs near-constant/saturated: a pass proves little
 
     @property
     def kept(self) -> int:
@@ -111,7 +113,7 @@ class FixResult:
             "evaluations": self.evaluations, "fp32_flops_fraction": self.fp32_flops_fraction,
             "baseline": {"first_bad_node": self.baseline_first_bad, "nodes": self.baseline_nodes},
             "before": self.before.to_dict(), "after": self.after.to_dict(), "unnamed_nodes": self.unnamed_nodes,
-            "trace": self.trace, "runs": self.runs,
+            "trace": self.trace, "runs": self.runs, "weak_reference": list(self.weak_reference),
         })
         return doc
 
@@ -173,7 +175,7 @@ class _Search:
     def __init__(self, candidates: Candidates, executor: Executor, reference: Reference,
                  feeds: Sequence[Mapping[str, np.ndarray]], compare: CompareSettings | None,
                  check: Callable[[onnx.ModelProto], bool] | None, max_evaluations: int) -> None:
-        from enginekit.pipeline import settings_for_precision
+        from enginekit.compare.per_precision import settings_for_precision
 
         self.candidates, self.executor, self.reference = candidates, executor, reference
         self.feeds, self.precision, self.check = feeds, candidates.precision, check
@@ -397,9 +399,13 @@ def _find(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], candidates
     runs = {"candidates": describe(executor), "reference": describe(ref)}
     if isinstance(candidates, Int8Candidates):
         runs["quantization"] = dict(candidates.info)
+    weak = tuple(dict.fromkeys(r for ref_out, st in zip(search.refs, search.settings, strict=True)
+                               for r in weak_reference_reasons(ref_out, st)))
+    if weak:
+        log.warning("the reference is degenerate on these feeds, so this verdict proves little: %s", "; ".join(weak))
     return FixResult(plan, fixed, ok, before_report, after_report, search.count, len(facts.order), frac,
                      baseline_node, baseline_count, message, facts.unnamed, search.trace, runs,
-                     search.make(frozenset()))
+                     search.make(frozenset()), weak)
 
 
 def _cost(facts: GraphFacts, nodes: Sequence[str]) -> tuple[int, float]:

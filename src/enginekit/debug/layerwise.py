@@ -3,7 +3,7 @@
 Both models run with their intermediates observed (chunked). :func:`convert_precision` keeps the original
 names of node outputs (a value that must stay float32 under its name, e.g. a graph output, is Cast back from
 ``<name>_fp16``), so tensors are matched by name; the candidate's are cast to float32 and compared in the
-FP32 model's topological order with precision-aware tolerances (:func:`pipeline.settings_for_precision`).
+FP32 model's topological order with precision-aware tolerances (:func:`compare.per_precision.settings_for_precision`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ value as a GPU engine does; onnxruntime, graph optimizations off, for int8);
     ``settings`` (default CompareSettings()) made precision-aware per tensor, scaled by that tensor's
     reference magnitude.
     """
-    from enginekit.pipeline import settings_for_precision
+    from enginekit.compare.per_precision import settings_for_precision
 
     if candidate is None:
         from enginekit.graph.precision import convert_precision

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from enginekit.backends.base import Runner
-from enginekit.errors import BackendError, HardwareUnavailableError
+from enginekit.errors import BackendError, HardwareUnavailableError, ModelLoadError
 from enginekit.tensors import TensorSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -24,6 +24,17 @@ _TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat
 
 def _spec(t: dict[str, Any]) -> TensorSpec:
     return TensorSpec(t["name"], tuple(d if d >= 0 else "?" for d in t["shape"]), t["dtype"])
+
+
+def engine_io(plan: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an engine file, from the enginekit manifest beside it (``PLAN.json``)."""
+    from enginekit.backends.tensorrt.manifest import read_manifest
+
+    manifest = read_manifest(plan)
+    if manifest is None:
+        raise ModelLoadError(f"{str(plan)!r} has no enginekit manifest beside it ({plan.name}.json), so its inputs "
+                             "and outputs are unknown.", hint="Build it with `enginekit build`, which writes one.")
+    return [_spec(t) for t in manifest["inputs"]], [_spec(t) for t in manifest["outputs"]]
 
 
 class TensorRTRunner(Runner):
@@ -46,12 +57,7 @@ class TensorRTRunner(Runner):
     def _io_specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         if self.model.suffix.lower() not in ENGINE_SUFFIXES:
             return super()._io_specs()
-        from enginekit.backends.tensorrt.manifest import read_manifest
-
-        manifest = read_manifest(self.model)
-        if manifest is None:
-            raise BackendError(f"{str(self.model)!r} has no enginekit manifest beside it ({self.model.name}.json).")
-        return [_spec(t) for t in manifest["inputs"]], [_spec(t) for t in manifest["outputs"]]
+        return engine_io(self.model)
 
     def _load(self) -> None:
         import torch
