@@ -440,6 +440,7 @@ def fix_candidate(failed: CandidateResult, model: Path, feed: dict[str, np.ndarr
     import onnx
 
     from enginekit.compare import compare_outputs
+    from enginekit.compare.reference_quality import weak_reference_reasons
     from enginekit.debug.fix import find_fp32_islands, range_analysis_initial
     from enginekit.graph.load import load_model
     from enginekit.graph.precision import save_plan
@@ -467,8 +468,11 @@ def fix_candidate(failed: CandidateResult, model: Path, feed: dict[str, np.ndarr
         row.status, row.reason = cand_row.status, cand_row.reason or "no reference outputs"
         return CandidateResult(row)
     row.outputs = outputs
-    row.comparison = compare_outputs(reference.outputs, outputs, settings_for_precision(settings.compare, precision,
-                                                                                         reference.outputs))
+    judged = settings_for_precision(settings.compare, precision, reference.outputs)
+    row.comparison = compare_outputs(reference.outputs, outputs, judged)
+    weak = weak_reference_reasons(reference.outputs, judged)
+    if weak:
+        row.details["weak_reference"] = weak
     nodes = ", ".join(row.details["nodes"][:6]) + ("…" if fix.kept > 6 else "")
     if fix.passed and row.comparison.passed:
         row.reason = (f"fixes {failed.row.label}: {fix.kept} node(s) kept in FP32 ({nodes}) vs "
