@@ -33,6 +33,7 @@ CONV, ENC, MLP = (Path(f"{MODELS}:{name}") for name in ("convnet", "encoder", "m
 CONV_IN = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cpu")
 ENC_IN = BackendSettings(torch_inputs=("x:batch,6,24",), torch_device="cpu")
 CONV_CUDA = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cuda")
+TRUSTED = BackendSettings(trust_remote_code=True)  # the packages these tests build (a package holds native code)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -150,14 +151,15 @@ def test_inductor_refuses_bad_mode_and_torchscript(tmp_path: Path) -> None:
         InductorRunner(CONV, BackendSettings(torch_inputs=("x:1x3x16x16",), inductor_mode="fast", torch_device="cpu"))
     ts = tmp_path / "mlp.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(8, 4)), str(ts))
-    with pytest.raises(ModelLoadError, match="TorchScript"):
-        InductorRunner(ts, BackendSettings(torch_inputs=("x:2x8",), torch_device="cpu")).load()
+    with pytest.raises(ModelLoadError, match="TorchScript"):  # trusted: the refusal is inductor's, not the trust's
+        InductorRunner(ts, BackendSettings(torch_inputs=("x:2x8",), torch_device="cpu", trust_remote_code=True)).load()
 
 
 def test_aoti_package_and_manifest(conv_package: AotiPackage) -> None:
     assert conv_package.path.is_file() and is_aoti_package(conv_package.path)
     assert torch_model_format(conv_package.path) == "aoti"
-    inputs, outputs = torch_source_io(conv_package.path, ())  # what `run` reads: the manifest, no torch_inputs
+    # what `run` reads: the manifest, no torch_inputs (a package this test built: trusted)
+    inputs, outputs = torch_source_io(conv_package.path, (), trust_remote_code=True)
     assert [s.shape for s in inputs] == [("batch", 3, 16, 16)] and [s.name for s in outputs] == ["output"]
     manifest = json.loads(conv_package.path.with_name("conv.pt2.json").read_text())
     assert manifest == conv_package.manifest
@@ -172,7 +174,7 @@ def test_aoti_package_and_manifest(conv_package: AotiPackage) -> None:
 def test_aoti_package_runs_two_batches_like_eager(conv_package: AotiPackage) -> None:
     feeds = [_x(2, 3, 16, 16), _x(5, 3, 16, 16, seed=1), _x(1, 3, 16, 16, seed=2)]  # 1: below export's soft min
     expected = _eager(CONV, CONV_IN, *feeds)
-    with AotiRunner(conv_package.path, BackendSettings()) as runner:  # no torch_inputs: the manifest has them
+    with AotiRunner(conv_package.path, TRUSTED) as runner:  # no torch_inputs: the manifest has them
         assert runner.inputs()[0].shape == ("batch", 3, 16, 16)
         for x, ref in zip(feeds, expected, strict=True):
             _close(ref, runner.infer({"x": x}))
@@ -182,7 +184,7 @@ def test_aoti_package_runs_two_batches_like_eager(conv_package: AotiPackage) -> 
         with pytest.raises(FeedError, match=r"batch=5 at axis 0; the package was compiled for batch in \[2, 4\]"):
             runner.infer({"x": feeds[1]})
     with pytest.raises(InvalidArgumentError, match="compiled for fp32; run it as --backend aoti"):
-        AotiRunner(conv_package.path, BackendSettings(), "bf16").load()
+        AotiRunner(conv_package.path, TRUSTED, "bf16").load()
 
 
 def test_aoti_package_loads_without_the_models_code(conv_package: AotiPackage, tmp_path: Path) -> None:
@@ -200,7 +202,7 @@ def test_aoti_package_loads_without_the_models_code(conv_package: AotiPackage, t
         "from enginekit.settings import BackendSettings\n"
         "assert importlib.util.find_spec('torch_models') is None\n"
         "x = np.load('x.npy')\n"
-        "with AotiRunner(Path('conv.pt2'), BackendSettings()) as r:\n"
+        "with AotiRunner(Path('conv.pt2'), BackendSettings(trust_remote_code=True)) as r:\n"
         "    np.save('out2.npy', r.infer({'x': x[:2]})['output'])\n"
         "    np.save('out5.npy', r.infer({'x': x})['output'])\n"
         "assert not [m for m in sys.modules if 'torch_models' in m or m.startswith('enginekit_user_model')]\n"
@@ -309,7 +311,7 @@ def test_aoti_package_on_cuda(tmp_path: Path, precision: str, tol: float) -> Non
     pkg = build_aoti_package(str(CONV), tmp_path / f"conv_{precision}.pt2", CONV_CUDA, precision)
     assert pkg.manifest["device"] == "cuda" and pkg.manifest["gpu"] and pkg.manifest["precision"] == precision
     assert pkg.manifest["dynamic_dims"]["batch"]["max"] == 65535  # CUDA convolutions bound the batch; export says so
-    with AotiRunner(pkg.path, BackendSettings(), precision) as runner:
+    with AotiRunner(pkg.path, TRUSTED, precision) as runner:
         assert runner.device == "cuda" and runner.supports_cuda_graph
         _close(expected, runner.infer({"x": x}), tol)
         staged = runner.stage({"x": x})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +107,8 @@ def test_torchscript_and_exported_program_sources(tmp_path: Path) -> None:
         torch.export.save(torch.export.export(model, (torch.from_numpy(x),), dynamic_shapes=({0: batch},)), str(ep))
     assert torch_model_format(ts) == "torch" and torch_model_format(ep) == "torch"
     assert not is_aoti_package(ep)  # a torch.export program is a zip too, but not an AOTInductor package
-    for path in (ts, ep):
-        with TorchEagerRunner(path, CONV_IN) as runner:
+    for path in (ts, ep):  # files this test wrote: trusted (tests/security checks the refusal of untrusted ones)
+        with TorchEagerRunner(path, replace(CONV_IN, trust_remote_code=True)) as runner:
             _close(expected, runner.infer({"x": x}), 1e-6)
             assert runner.describe()["source_kind"] in ("torchscript", "exported-program")
 

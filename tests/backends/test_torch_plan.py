@@ -200,7 +200,8 @@ def test_plan_on_a_torchscript_source(exported: Exported, tmp_path: Path) -> Non
 
     scripted = tmp_path / "breaker.pt"
     torch.jit.trace(breaker(), torch.from_numpy(X)).save(str(scripted))
-    _fails(_with_plan(exported), InvalidArgumentError, "torchscript", "file.py:factory", source=scripted)
+    trusted = replace(_with_plan(exported), trust_remote_code=True)  # the file this test wrote
+    _fails(trusted, InvalidArgumentError, "torchscript", "file.py:factory", source=scripted)
 
 
 def test_aoti_refuses_a_plan(exported: Exported) -> None:

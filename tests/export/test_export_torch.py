@@ -247,12 +247,14 @@ def test_dict_outputs_and_weights_and_torchscript_and_pt2_sources(tmp_path: Path
 
     scripted = tmp_path / "m.pt"
     torch.jit.save(torch.jit.trace(mod.convnet().eval(), torch.rand(1, 3, 8, 8)), scripted)
-    r2 = export_model(ExportSettings(source=str(scripted), output=tmp_path / "ts.onnx", inputs=("x:1x3x8x8",)))
+    r2 = export_model(ExportSettings(source=str(scripted), output=tmp_path / "ts.onnx", inputs=("x:1x3x8x8",),
+                                     trust_remote_code=True))  # files this test wrote
     assert r2.exporter == "torchscript" and r2.verified
 
     program = tmp_path / "m.pt2"
     torch.export.save(torch.export.export(mod.convnet().eval(), (torch.rand(2, 3, 8, 8),)), program)
-    r3 = export_model(ExportSettings(source=str(program), output=tmp_path / "ep.onnx", inputs=("x:2x3x8x8",)))
+    r3 = export_model(ExportSettings(source=str(program), output=tmp_path / "ep.onnx", inputs=("x:2x3x8x8",),
+                                     trust_remote_code=True))
     assert r3.verified
 
 

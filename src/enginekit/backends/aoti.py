@@ -7,8 +7,9 @@ device, precision, input/output specs with their dynamic dims, the source and it
 
 :class:`AotiRunner` takes either
   * an AOTInductor package (format ``aoti``): loaded with ``torch._inductor.aoti_load_package``; the
-    model's Python code is never imported. IO specs, device and precision come from the manifest (without
-    one, IO comes from ``torch_inputs`` and a first run);
+    model's Python code is never imported, but the package's shared library is loaded, so a package is run
+    only with ``settings.trust_remote_code`` (``--trust-remote-code``). IO specs, device and precision come
+    from the manifest (without one, IO comes from ``torch_inputs`` and a first run);
   * a PyTorch source (format ``torch``): compiled on ``load()`` into a temporary folder that ``release()``
     deletes (so ``load_s`` is the export + compile time). To keep a deployable package, call
     ``build_aoti_package`` with an output path and run the package.
@@ -58,6 +59,7 @@ from enginekit.backends.torch_common import (
     stage_tensors,
     use_channels_last,
 )
+from enginekit.backends.torch_load import AOTI_PACKAGE, check_trusted
 from enginekit.deps import require
 from enginekit.errors import BackendError, FeedError, HardwareUnavailableError, InvalidArgumentError, ModelLoadError
 from enginekit.export.shapes import AxisPlan, InputPlan
@@ -99,14 +101,17 @@ def _spec(d: dict[str, Any]) -> TensorSpec:
     return TensorSpec(str(d["name"]), tuple(d["shape"]), str(d["dtype"]))
 
 
-def package_io(package: Path, torch_inputs: Sequence[str] = ()) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """IO specs of an AOTInductor package: its manifest's, or (none) ``torch_inputs`` and a first run."""
+def package_io(package: Path, torch_inputs: Sequence[str] = (), *,
+               trust_remote_code: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """IO specs of an AOTInductor package: its manifest's, or (none) ``torch_inputs`` and a first run (which loads
+    the package's code: only with ``trust_remote_code``)."""
     from enginekit.settings import BackendSettings
 
     manifest = read_aoti_manifest(package)
     if manifest is not None:
         return [_spec(d) for d in manifest["inputs"]], [_spec(d) for d in manifest["outputs"]]
-    runner = AotiRunner(package, BackendSettings(torch_inputs=tuple(torch_inputs)))
+    runner = AotiRunner(package, BackendSettings(torch_inputs=tuple(torch_inputs),
+                                                 trust_remote_code=trust_remote_code))
     return runner.inputs(), runner.outputs()
 
 
@@ -195,7 +200,7 @@ def build_aoti_package(source: str | Path, output: str | Path, settings: Backend
         raise HardwareUnavailableError("tf32 is a CUDA math mode (Ampere and newer); the package targets cpu.")
     plans = plan_torch_inputs(settings.torch_inputs, settings.dynamic_shapes)
     t0 = time.perf_counter()
-    module, src = load_source(source)
+    module, src = load_source(source, trust_remote_code=settings.trust_remote_code)
     if src.kind == TORCHSCRIPT:
         raise ModelLoadError("TorchScript archives cannot be exported with torch.export, so AOTInductor cannot "
                              "compile them.", hint="Give the Python model (file.py:factory) or a torch.export .pt2.")
@@ -324,7 +329,8 @@ class AotiRunner(TorchRunner):
                 "The aoti backend does not apply --precision-plan: an AOTInductor package is compiled without FP32 "
                 "islands.", hint="Use --backend torch or inductor with the plan (and --precision-plan-model), or "
                 "ort:fp16 / onnx-reference on the ONNX export.")
-        if self.is_package:
+        if self.is_package:  # a shared library: only with --trust-remote-code (a package built on load is ours)
+            check_trusted(self.model, AOTI_PACKAGE, self.settings.trust_remote_code)
             self._load_package_setup()
         else:
             self._setup()

@@ -185,15 +185,17 @@ def output_specs(first: Sequence[Any], second: Sequence[Any] | None, plans: Sequ
 
 
 # sources ---------------------------------------------------------------------------------------------
-def load_source(text: str | Path) -> tuple[Any, Source]:
-    """The source model in eval mode (the module of a torch.export program), on CPU, and what it is."""
+def load_source(text: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Source]:
+    """The source model in eval mode (the module of a torch.export program), on CPU, and what it is.
+
+    TorchScript and ``.pt2`` files load only with ``trust_remote_code`` (:mod:`enginekit.backends.torch_load`)."""
     from enginekit.export.source import EXPORTED_PROGRAM, detect_source, load_torch_model
 
     src = detect_source(str(text))
     if src.framework != "torch":
         raise ModelLoadError(f"{str(text)!r} is not a PyTorch source ({src.kind}); the torch backends take "
                              "file.py:factory, package.module:factory, a TorchScript file or a torch.export .pt2.")
-    model = load_torch_model(src, None)
+    model = load_torch_model(src, None, trust_remote_code=trust_remote_code)
     if src.kind == EXPORTED_PROGRAM:
         model = model.module()  # an unlifted GraphModule; it refuses eval() and is already in inference form
     return model, src
@@ -383,7 +385,7 @@ class TorchRunner(Runner):
 
     def _io_specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         inputs = self.inputs()
-        module, _ = load_source(self.source_text)
+        module, _ = load_source(self.source_text, trust_remote_code=self.settings.trust_remote_code)
         return inputs, discover_outputs(module, self.plans(), "cpu", None, False)
 
     # loading helpers ---------------------------------------------------------------------------------
@@ -408,7 +410,7 @@ class TorchRunner(Runner):
         the precision plan (when one applies) kept in float32."""
         from enginekit.backends.torch_plan import torch_plan_for
 
-        module, src = load_source(self.source_text)
+        module, src = load_source(self.source_text, trust_remote_code=self.settings.trust_remote_code)
         self._channels_last = use_channels_last(self.settings.channels_last, self.device, module, self.plans())
         plan = torch_plan_for(self.settings, self.precision, src.kind, module)
         keep = plan.module_names() if plan is not None else ()
@@ -546,16 +548,21 @@ def discover_outputs(module: Any, plans: Sequence[InputPlan], device: str, dtype
     return output_specs(first, run("other") if probe_sizes(plans) else None, plans)
 
 
-def torch_source_io(model: str | Path, torch_inputs: Sequence[str]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of a PyTorch source or an AOTInductor package, for `run`.
+def torch_source_io(model: str | Path, torch_inputs: Sequence[str], *,
+                    trust_remote_code: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of a PyTorch source or an AOTInductor package, for `run` and `bench`.
 
     Source: inputs from ``torch_inputs``, outputs from one eager fp32 CPU run (two with dynamic dims).
     Package: from its manifest (torch is not imported); without one, from ``torch_inputs`` and a first run.
+    Files that run code when loaded are refused here, before any backend, unless ``trust_remote_code``.
     """
+    from enginekit.backends.torch_load import check_source_trust
+
+    check_source_trust(model, trust_remote_code)
     if is_aoti_package(model):
         from enginekit.backends.aoti import package_io
 
-        return package_io(Path(model), torch_inputs)
+        return package_io(Path(model), torch_inputs, trust_remote_code=trust_remote_code)
     plans = plan_torch_inputs(torch_inputs)
-    module, _ = load_source(model)
+    module, _ = load_source(model, trust_remote_code=trust_remote_code)
     return [p.spec() for p in plans], discover_outputs(module, plans, "cpu", None, False)

@@ -108,7 +108,7 @@ def benchmark(
         check_format(get_backend(c.backend), fmt)
     points = plan_points(inputs, bench.shapes, bench.batches)
     if fmt != "engine":  # shape errors are user errors, found before any backend runs
-        specs, _ = model_io(model, fmt)
+        specs, _ = model_io(model, fmt, backend)
         for p in points:
             with contextlib.suppress(PointSkipped):
                 resolve_point(specs, p)

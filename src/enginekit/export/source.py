@@ -3,6 +3,10 @@
 PyTorch: ``path/to/file.py:factory`` or ``package.module:factory`` (a callable returning an nn.Module),
 a TorchScript archive (``.pt``/``.pth``/``.ts``/``.torchscript``) or a ``torch.export`` program (``.pt2``).
 Paddle: a ``paddle.jit.save`` model (``.json``/``.pdmodel`` + ``.pdiparams``, their prefix, or a folder).
+
+A factory's module is imported and the factory called: the user's code runs (see
+:func:`enginekit.backends.torch_load.user_code`). TorchScript archives and ``.pt2`` programs run code they carry
+when loaded, so they load only with ``trust_remote_code`` (:mod:`enginekit.backends.torch_load`).
 """
 
 from __future__ import annotations
@@ -67,10 +71,13 @@ def detect_source(text: str) -> Source:
 
 
 def _import_factory_module(src: Source) -> Any:
+    from enginekit.backends.torch_load import user_code
+
     if src.path is None:
         module_name = src.text.rpartition(":")[0]
         try:
-            return importlib.import_module(module_name)
+            with user_code(module_name, "Importing"):
+                return importlib.import_module(module_name)
         except ImportError as exc:
             raise ModelLoadError(
                 f"Cannot import module {module_name!r} for {src.text!r}: {exc}",
@@ -87,7 +94,11 @@ def _import_factory_module(src: Source) -> Any:
     sys.path.insert(0, folder)  # let the file import its neighbours
     try:
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        with user_code(str(src.path), "Importing"):
+            spec.loader.exec_module(module)
+    except ModelLoadError:
+        sys.modules.pop(name, None)
+        raise
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
         sys.modules.pop(name, None)
         raise ModelLoadError(f"Importing {str(src.path)!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -97,8 +108,20 @@ def _import_factory_module(src: Source) -> Any:
     return module
 
 
-def load_torch_model(src: Source, weights: Path | None) -> Any:
-    """An eval-mode nn.Module / ScriptModule, or a torch.export.ExportedProgram for .pt2."""
+def load_torch_model(src: Source, weights: Path | None, *, trust_remote_code: bool = False) -> Any:
+    """An eval-mode nn.Module / ScriptModule, or a torch.export.ExportedProgram for .pt2.
+
+    TorchScript archives and ``.pt2`` programs run code they carry when loaded: without ``trust_remote_code``
+    they are refused (ModelLoadError naming ``--trust-remote-code``) before torch reads them.
+    """
+    from enginekit.backends.torch_common import is_aoti_package
+    from enginekit.backends.torch_load import (
+        AOTI_PACKAGE,
+        EXPORT_PROGRAM,
+        TORCHSCRIPT_ARCHIVE,
+        check_trusted,
+        user_code,
+    )
     from enginekit.deps import require
 
     torch = require("torch", purpose="exporting PyTorch models")
@@ -108,6 +131,11 @@ def load_torch_model(src: Source, weights: Path | None) -> Any:
             raise ModelLoadError(f"torch.export program {str(src.path)!r} does not exist.")
         if weights is not None:
             raise InvalidArgumentError("--weights applies to factory models; a .pt2 program carries its weights.")
+        if is_aoti_package(src.path):  # torch.export.load would load its shared library, then fail
+            check_trusted(src.path, AOTI_PACKAGE, trust_remote_code)
+            raise ModelLoadError(f"{str(src.path)!r} is an AOTInductor package (compiled code), not a torch.export "
+                                 "program.", hint="Run it with --backend aoti; export the model's source instead.")
+        check_trusted(src.path, EXPORT_PROGRAM, trust_remote_code)
         try:
             return torch.export.load(str(src.path))
         except Exception as exc:  # noqa: BLE001
@@ -119,6 +147,7 @@ def load_torch_model(src: Source, weights: Path | None) -> Any:
         if weights is not None:
             raise InvalidArgumentError("--weights applies to factory models; a TorchScript archive carries its "
                                        "weights.")
+        check_trusted(src.path, TORCHSCRIPT_ARCHIVE, trust_remote_code)
         try:
             model = torch.jit.load(str(src.path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001
@@ -133,7 +162,10 @@ def load_torch_model(src: Source, weights: Path | None) -> Any:
     if factory is None or not callable(factory):
         raise ModelLoadError(f"{src.text!r}: {src.attr!r} is not a callable in that module.")
     try:
-        model = factory()
+        with user_code(src.text, "Calling"):
+            model = factory()
+    except ModelLoadError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(f"Calling {src.text!r} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, torch.nn.Module):

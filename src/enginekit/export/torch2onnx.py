@@ -153,7 +153,7 @@ def export_torch(settings: ExportSettings, src: Source) -> ExportResult:
     plans = plan_inputs(tuple(parse_export_input(t) for t in settings.inputs), settings.dynamic)
     if settings.exporter not in ("auto", "dynamo", "torchscript"):
         raise InvalidArgumentError(f"--exporter {settings.exporter!r}: choose dynamo, torchscript or auto.")
-    model = load_torch_model(src, settings.weights)
+    model = load_torch_model(src, settings.weights, trust_remote_code=settings.trust_remote_code)
     if src.kind == EXPORTED_PROGRAM:
         model = model.module()
     # A ScriptModule cannot be called from a traced Python wrapper: export it as it is.
