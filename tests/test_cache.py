@@ -29,6 +29,7 @@ from enginekit.cache import (
     default_cache_dir,
     make_key,
     model_digest,
+    seal_manifest,
 )
 from enginekit.errors import InvalidArgumentError, ModelLoadError, UnknownNameError
 
@@ -395,7 +396,7 @@ def _set_created(cache: EngineCache, key: str, when: datetime) -> None:
     path = cache.entry_dir(key) / MANIFEST_FILE
     m = json.loads(path.read_text())
     m["created"] = when.isoformat()
-    path.write_text(json.dumps(m))
+    path.write_bytes(seal_manifest(m))  # re-sealed: an edit without a new seal is damage
 
 
 def test_entries_summary(cache: EngineCache) -> None:

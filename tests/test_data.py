@@ -424,8 +424,10 @@ def test_save_failure_leaves_no_temp_file(tmp_path: Path) -> None:
     target.mkdir()  # cannot be replaced by a file
     with pytest.raises(UserError, match="is a folder"):
         save_arrays(target, {"a": np.zeros(3)})
-    with pytest.raises(OSError):  # the atomic writer itself cleans up its temp file on failure
+    with pytest.raises(UserError, match="is a folder"):  # refused before any temp file exists
         atomic_write_bytes(target, b"data")
+    with pytest.raises(TypeError):  # a failure after the temp file was created: the writer removes it
+        atomic_write_bytes(tmp_path / "other.bin", 123)  # type: ignore[arg-type]
     assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
 
 

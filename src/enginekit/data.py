@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import stat
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -20,7 +23,13 @@ from enginekit.tensors import TensorSpec, describe_array, normalize_dtype, shape
 
 log = logging.getLogger(__name__)
 
-_DIMS_RE = re.compile(r"^\d+(?:[x,]\d+)*$|^$")
+_DIMS_RE = re.compile(r"^\d+(?:[x,]\d+)*$|^$", re.ASCII)
+
+# A feed (all inputs together) larger than this is refused before any allocation: a fixed cap, not the memory
+# free right now, so that the same command is accepted or refused on every machine.
+MAX_FEED_BYTES = 16 * 2**30
+# JSON feeds: text larger than this is refused before parsing (use .npz for big feeds).
+MAX_JSON_BYTES = 1 * 2**30
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,10 @@ def parse_input_shape(text: str) -> InputShape:
         raise InvalidArgumentError(
             f"--input {text!r}: dims {dims_text!r} must be positive integers joined by 'x'; {usage}."
         )
-    shape = tuple(int(d) for d in re.split(r"[x,]", dims_text)) if dims_text else ()
+    raw_dims = re.split(r"[x,]", dims_text) if dims_text else []
+    if any(len(d.lstrip("0")) > 19 for d in raw_dims):  # int() of thousands of digits is refused, and slow
+        raise InvalidArgumentError(f"--input {text[:80]!r}: a dim has more than 19 digits; {usage}.")
+    shape = tuple(int(d) for d in raw_dims)
     if any(d <= 0 for d in shape):
         raise InvalidArgumentError(f"--input {text!r}: every dim must be >= 1; {usage}.")
     return InputShape(name, shape, dtype)
@@ -145,6 +157,40 @@ def default_range(spec: TensorSpec) -> tuple[float, float]:
     return (0.0, 1.0)
 
 
+def feed_nbytes(shape: Sequence[int], dtype: str | np.dtype[Any]) -> int:
+    """Bytes an array of ``shape`` and ``dtype`` takes, computed with Python ints (no overflow)."""
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+
+
+def check_feed_size(arrays: Mapping[str, tuple[Sequence[int], str | np.dtype[Any]]], *, what: str = "The feed") -> None:
+    """Refuse a feed of ``{name: (shape, dtype)}`` larger than :data:`MAX_FEED_BYTES`, before allocating it."""
+    sizes = {name: feed_nbytes(shape, dtype) for name, (shape, dtype) in arrays.items()}
+    total = sum(sizes.values())
+    if total > MAX_FEED_BYTES:
+        name = max(sizes, key=lambda n: sizes[n])
+        shape, dtype = arrays[name]
+        dims = "x".join(str(d) for d in shape)
+        dims = dims if len(dims) <= 80 else dims[:77] + "..."
+        raise FeedError(f"{what} would take {_bytes(total)} (input {name!r}: {dims} {dtype}, {_bytes(sizes[name])}); "
+                        f"enginekit refuses feeds above {_bytes(MAX_FEED_BYTES)}. Check the --input dims or the "
+                        "--dynamic ranges; give smaller shapes.")
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.3g} {unit}" if value < 1e6 else f"{value:.3e} {unit}"
+    return f"{n} bytes"
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """numpy's generators take non-negative seeds only."""
+    if seed < 0:
+        raise InvalidArgumentError(f"{flag} {seed}: must be >= 0 (numpy's random generators take non-negative "
+                                   "seeds).")
+
+
 def random_feed(
     specs: Sequence[TensorSpec],
     shapes: Mapping[str, tuple[int, ...]],
@@ -152,8 +198,21 @@ def random_feed(
     seed: int = 1,
     ranges: Sequence[ValueRange] = (),
 ) -> dict[str, np.ndarray]:
-    """Seeded random data for every input; integer inputs get integer values in range (inclusive)."""
+    """Seeded random data for every input; integer inputs get integer values in range (inclusive).
+
+    Raises:
+        FeedError: an input type that has no random data (string, bfloat16, ...), or a feed above
+            :data:`MAX_FEED_BYTES`.
+        InvalidArgumentError: a negative seed, or a value range the input's type cannot hold.
+    """
     _check_known("--val-range", [r.name for r in ranges if r.name], specs)
+    check_seed(seed)
+    for spec in specs:
+        if spec.dtype not in _RANDOM_DTYPES:
+            raise FeedError(f"Input {spec.name!r} has type {spec.dtype}; enginekit makes random feeds for numeric "
+                            f"and bool inputs only ({', '.join(_RANDOM_DTYPES)}).",
+                            hint="Give the data with --load-inputs, or run the model with another tool.")
+    check_feed_size({s.name: (shapes[s.name], s.dtype) for s in specs}, what="The random feed")
     rng = np.random.default_rng(seed)
     feed: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -161,19 +220,38 @@ def random_feed(
         low, high = (chosen[-1].low, chosen[-1].high) if chosen else default_range(spec)
         shape = shapes[spec.name]
         dtype = np.dtype(spec.dtype)
-        if dtype == np.bool_:
-            arr = rng.integers(int(low), int(high) + 1, size=shape).astype(bool)
-        elif np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            lo, hi = max(int(np.ceil(low)), info.min), min(int(np.floor(high)), info.max)
-            if lo > hi:
-                raise InvalidArgumentError(f"--val-range for {spec.name!r} holds no {dtype} value.")
-            arr = rng.integers(lo, hi, size=shape, endpoint=True, dtype=dtype)
-        else:
-            arr = rng.uniform(low, high, size=shape).astype(dtype)
-        feed[spec.name] = arr
-        log.debug("random feed %s: %s in [%s, %s]", spec.name, describe_array(arr), low, high)
+        try:
+            feed[spec.name] = _random_array(rng, spec.name, dtype, shape, low, high)
+        except MemoryError as exc:
+            raise FeedError(f"Not enough memory for the random feed of input {spec.name!r} "
+                            f"({'x'.join(map(str, shape))} {dtype}, {_bytes(feed_nbytes(shape, dtype))}).",
+                            hint="Give smaller --input dims.") from exc
+        log.debug("random feed %s: %s in [%s, %s]", spec.name, describe_array(feed[spec.name]), low, high)
     return feed
+
+
+_RANDOM_DTYPES = ("float32", "float16", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                  "uint64", "bool")
+
+
+def _random_array(rng: np.random.Generator, name: str, dtype: np.dtype[Any], shape: tuple[int, ...],
+                  low: float, high: float) -> np.ndarray:
+    if dtype == np.bool_:
+        lo_b, hi_b = max(math.ceil(low), 0), min(math.floor(high), 1)
+        if lo_b > hi_b:
+            raise InvalidArgumentError(f"--val-range for {name!r} holds no bool value (0 or 1).")
+        return rng.integers(lo_b, hi_b, size=shape, endpoint=True).astype(bool)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        lo, hi = max(math.ceil(low), int(info.min)), min(math.floor(high), int(info.max))
+        if lo > hi:
+            raise InvalidArgumentError(f"--val-range for {name!r} holds no {dtype} value.")
+        return rng.integers(lo, hi, size=shape, endpoint=True, dtype=dtype)
+    fmax = float(np.finfo(dtype).max)
+    if low < -fmax or high > fmax or not math.isfinite(high - low):
+        raise InvalidArgumentError(f"--val-range {low:g},{high:g} for {name!r}: the range must fit {dtype} (at most "
+                                   f"{fmax:.4g} in size) and HIGH - LOW must be finite; give a narrower range.")
+    return rng.uniform(low, high, size=shape).astype(dtype)
 
 
 def check_feed(specs: Sequence[TensorSpec], feed: Mapping[str, np.ndarray], *, where: str = "feed") -> None:
@@ -220,17 +298,27 @@ def load_arrays(
     one by name, required when there are several; ``runner_flag`` names the option in that error).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FeedError(f"Data file {str(p)!r} does not exist or is not a file.")
+    if not p.exists():
+        raise FeedError(f"Data file {str(p)!r} does not exist.")
+    require_regular_file(p, "Data file")
     suffix = p.suffix.lower()
     try:
         if suffix == ".npz":
             with np.load(p, allow_pickle=False) as npz:
+                check_feed_size({k: _npz_member_header(npz.zip, k) for k in npz.files}, what=f"{str(p)!r}")
                 return {k: npz[k] for k in npz.files}
         if suffix == ".json":
             from enginekit import polygraphy_json as pg
 
-            obj = json.loads(p.read_text())
+            size = p.stat().st_size
+            if size > MAX_JSON_BYTES:
+                raise FeedError(f"{str(p)!r} holds {_bytes(size)} of JSON; enginekit reads JSON feeds up to "
+                                f"{_bytes(MAX_JSON_BYTES)}. Save big feeds as .npz.")
+            try:
+                obj = json.loads(p.read_text(encoding="utf-8"))
+            except RecursionError:
+                raise FeedError(f"{str(p)!r}: the JSON is nested too deeply to read (arrays of thousands of "
+                                "levels); a feed holds arrays of at most 64 dims.") from None
             if pg.is_run_results(obj):
                 return pg.read_outputs(obj, p, runner=runner, iteration=iteration, runner_flag=runner_flag)
             if pg.is_feed_list(obj):
@@ -241,10 +329,61 @@ def load_arrays(
             return _arrays_from_json(obj, p)
     except FeedError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except MemoryError as exc:
+        raise FeedError(f"Not enough memory to read {str(p)!r} as {suffix} arrays.") from exc
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, RecursionError) as exc:
         # ValueError covers numpy's refusal of pickled object arrays and malformed JSON
-        raise FeedError(f"Could not read {str(p)!r} as {suffix} arrays: {exc}") from exc
+        raise FeedError(f"Could not read {str(p)!r} as {suffix} arrays: {safe_reason(exc)}.") from exc
     raise FeedError(f"Data file {str(p)!r}: unsupported extension {suffix!r}; use .npz or .json.")
+
+
+def require_regular_file(path: Path, what: str = "File") -> None:
+    """Refuse anything but a regular file (after symlinks): reading a FIFO or a device could block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise FeedError(f"{what} {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}.") from exc
+    if stat.S_ISDIR(mode):
+        raise FeedError(f"{what} {str(path)!r} is a folder, expected a file.")
+    if not stat.S_ISREG(mode):
+        raise FeedError(f"{what} {str(path)!r} is not a regular file (a pipe, device or socket); enginekit reads "
+                        "regular files only.", hint="Copy the data into a regular file first.")
+
+
+def safe_reason(exc: BaseException, limit: int = 160) -> str:
+    """An exception's text without anything it quotes from the file being read.
+
+    Parsers put the offending bytes in quotes or brackets (numpy: ``Cannot parse header: b'...'``); the text
+    is cut at the first quote or bracket, and to ``limit`` characters. JSON errors keep their position.
+    """
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = (str(exc).splitlines() or [""])[0]
+    cut = min((i for i in (text.find(c) for c in "'\"{[(<") if i >= 0), default=len(text))
+    text = text[:cut].rstrip(" :,;=")[:limit]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _npz_member_header(archive: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """(shape, dtype) an .npz member declares, read from its .npy header before the data is allocated."""
+    member = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+    with archive.open(member) as fh:
+        return _npy_header(fh)
+
+
+def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(fh)
+    else:
+        shape, _, dtype = npy.read_array_header_2_0(fh)
+    return tuple(int(d) for d in shape), np.dtype(dtype)
 
 
 def _arrays_from_json(obj: object, p: Path) -> dict[str, np.ndarray]:

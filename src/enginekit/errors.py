@@ -45,6 +45,10 @@ class FeedError(UserError):
     """Input data does not match what the model expects (name, shape, dtype, values)."""
 
 
+class OutputPathError(UserError):
+    """An output path is a folder, not a regular file, an input, or in a place that cannot be written."""
+
+
 class UnknownNameError(UserError):
     """An unknown backend, output, or other name; the message suggests the closest match."""
 

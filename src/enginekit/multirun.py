@@ -272,17 +272,22 @@ def resolve_candidates(
 
 
 def model_io(
-    path: Path, fmt: str, settings: BackendSettings | None = None
+    path: Path, fmt: str, settings: BackendSettings | None = None, *, check: bool = False
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Inputs and outputs of a model: read from ONNX/Paddle files without loading weights; for PyTorch
-    sources, inputs from ``--input`` and outputs from one eager CPU run."""
+    sources, inputs from ``--input`` and outputs from one eager CPU run. ``check`` runs the ONNX checker on an
+    ONNX model (an invalid graph is a user error, as in `inspect`)."""
     if fmt in ("torch", "aoti"):
         from enginekit.backends.torch_common import torch_source_io
 
         torch_inputs = settings.torch_inputs if settings is not None else ()
+        trusted = settings is not None and settings.trust_remote_code
+        from enginekit.backends.torch_load import check_source_trust
+
+        check_source_trust(path, trusted)  # before anything else about a file that runs code when loaded
         if fmt == "torch" and not torch_inputs:  # an AOTI package carries its own specs
             raise InvalidArgumentError("PyTorch sources need --input NAME:DIMS[:DTYPE] for every forward() argument.")
-        return torch_source_io(path, torch_inputs)
+        return torch_source_io(path, torch_inputs, trust_remote_code=trusted)
     if fmt == "engine":  # the IO enginekit's manifest recorded beside the plan
         from enginekit.backends.tensorrt.runner import engine_io
 
@@ -295,8 +300,8 @@ def model_io(
     from enginekit.graph.io import input_specs, output_specs
     from enginekit.graph.load import load_model
 
-    # The backends judge what they can run; the ONNX checker is stricter than ONNX Runtime.
-    model = load_model(path, load_external_data=False, check=False)
+    # Without ``check`` the backends judge what they can run (the ONNX checker is stricter than ONNX Runtime).
+    model = load_model(path, load_external_data=False, check=check)
     return input_specs(model), output_specs(model)
 
 
@@ -375,7 +380,7 @@ def run_backends(settings: RunSettings) -> RunResult:
                                     allow_repeats=True)
     for c in cands:
         check_format(get_backend(c.backend), fmt)
-    inputs, outputs = model_io(Path(settings.model), fmt, settings.backend)
+    inputs, outputs = model_io(Path(settings.model), fmt, settings.backend, check=settings.check_model)
     validate_tolerance_names(settings.compare, [o.name for o in outputs])
     check_backend_settings(cands, settings.backend, strict_plan=True)
     plan_model = {"onnx": settings.model, "torch": settings.backend.precision_plan_model}.get(fmt)

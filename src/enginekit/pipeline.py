@@ -246,15 +246,26 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     from enginekit.compare import validate_tolerance_names
     from enginekit.eval.classification import classification_metrics
     from enginekit.eval.datasets import load_dataset
+    from enginekit.fileutil import check_writable_folder
     from enginekit.graph.inspect import inspect_model
     from enginekit.graph.io import input_specs, output_specs
     from enginekit.graph.load import load_model
     from enginekit.multirun import prepare_feed
 
+    if settings.model is not None:  # a missing or unreadable model is a user error (exit 2): no report folder
+        load_model(settings.model, load_external_data=False, check=False)
+    if settings.export is not None:  # a TorchScript/.pt2 source runs code when loaded: refused (exit 2) untrusted
+        from enginekit.backends.torch_load import check_source_trust
+
+        check_source_trust(settings.export.source, settings.export.trust_remote_code)
+    check_writable_folder(settings.report_dir, "--report")
     result = OptimizeResult(settings)
     cands, ref = resolve_optimize_candidates(settings)
     cands += [c for c in (Candidate(b.backend, b.precision) for b in settings.builds) if c not in cands]
     check_backend_settings(cands, settings.backend)
+    from enginekit.report.writer import prepare_report_dir
+
+    prepare_report_dir(settings.report_dir)  # before anything is written there: refuse a folder of unrelated files
     result.reference = ref.label
     pipe = Pipeline(result)
     state: dict[str, Any] = {}

@@ -69,6 +69,9 @@ class BackendSettings:
     # torch/inductor: the ONNX the plan was made for, as the dynamo exporter wrote it (its node metadata names the
     # PyTorch module of every node); not needed by the ONNX runners, which run that model themselves
     precision_plan_model: Path | None = None
+    # load model files that run code when loaded (TorchScript, .pt2 programs, AOTInductor packages); the same
+    # switch as ExportSettings.trust_remote_code, set from the one --trust-remote-code option
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class RunSettings:
     save_inputs: Path | None = None
     save_outputs: Path | None = None
     report_dir: Path | None = None
+    check_model: bool = True  # ONNX checker first: an invalid graph is a user error (exit 2), as in `inspect`
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,8 @@ class ExportSettings:
     compare: CompareSettings = field(default_factory=lambda: CompareSettings(
         atol=Tolerances(EXPORT_TOLERANCE), rtol=Tolerances(EXPORT_TOLERANCE)))
     external_data_threshold: int = 2**31 - 1  # bytes; larger models are saved with external data
+    # load a TorchScript or .pt2 SOURCE, which runs code it carries (BackendSettings.trust_remote_code's switch)
+    trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)

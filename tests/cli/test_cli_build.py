@@ -75,3 +75,19 @@ def test_no_cache_prints_the_plan_size(tmp_path: Path) -> None:
                cache=tmp_path / "c")
     assert res.returncode == 0, res.stderr
     assert f"plan {out.stat().st_size} bytes" in res.stdout
+
+
+def test_outputs_never_clobber_inputs_exit_2(tmp_path: Path, cli, user_error) -> None:  # type: ignore[no-untyped-def]
+    model = tmp_path / "digits.onnx"
+    model.write_bytes(digits.onnx_path().read_bytes())
+    (tmp_path / "model.engine").symlink_to(model)
+    base = ("build", model, "--backend", "tensorrt-rtx", "--cache-dir", tmp_path / "c", "--profile",
+            "x:1x1x8x8:8x1x8x8:64x1x8x8", "--compute-capability", "8.6")
+    user_error(cli(*base, "-o", tmp_path / "model.engine"), "same file as the model", str(model))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a timing cache")
+    user_error(cli(*base, "--timing-cache", notes), "not a TensorRT timing cache", str(notes))
+    user_error(cli(*base, "--workspace", "-5"), "--workspace -5")
+    user_error(cli(*base, "-o", tmp_path), "is a folder", str(tmp_path))
+    user_error(cli(*base, "-o", "/sys/enginekit-test.engine"), "/sys/enginekit-test.engine")
+    assert model.read_bytes() == digits.onnx_path().read_bytes() and notes.read_text() == "not a timing cache"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enginekit.cache import MANIFEST_FILE, EngineCache
+from enginekit.cache import MANIFEST_FILE, EngineCache, seal_manifest
 from enginekit.cli import main as cli_main
 from enginekit.cli.cache_cmd import cache_app, parse_duration
 
@@ -38,7 +38,7 @@ def filled(cache: EngineCache) -> EngineCache:
         path = cache.entry_dir(key) / MANIFEST_FILE
         manifest = json.loads(path.read_text())
         manifest["created"] = (now - age).isoformat()
-        path.write_text(json.dumps(manifest))
+        path.write_bytes(seal_manifest(manifest))  # re-sealed: an edit without a new seal is damage
     return cache
 
 
@@ -47,7 +47,7 @@ def test_list_empty(cli, cache: EngineCache) -> None:
     assert res.code == 0, res.stderr
     assert "No cached engines" in res.stdout
     doc = cli("cache", "list", "--cache-dir", cache.root, "--json").json()
-    assert doc == {"root": str(cache.root), "entries": []}
+    assert doc == {"root": str(cache.root), "entries": [], "temp_folders": []}
 
 
 def test_list_table(cli, filled: EngineCache) -> None:
@@ -132,3 +132,22 @@ def test_cache_help_lists_subcommands(cli) -> None:
     res = cli("cache", "--help")
     assert res.code == 0
     assert "list" in res.stdout and "clear" in res.stdout
+
+
+@pytest.mark.parametrize("huge", ["9999999999w", "99999999999999999999d", "1" + "0" * 400 + "s"])
+def test_clear_older_than_too_long_is_a_user_error(cli, filled: EngineCache, user_error, huge: str) -> None:
+    res = cli("cache", "clear", "--cache-dir", filled.root, "--older-than", huge, "--yes")
+    user_error(res, "--older-than", "too long")
+    assert len(filled.entries()) == 3
+
+
+def test_clear_older_than_longer_than_any_entry_removes_nothing(cli, filled: EngineCache) -> None:
+    res = cli("cache", "clear", "--cache-dir", filled.root, "--older-than", "99999999w", "--yes")
+    assert res.code == 0, res.stderr
+    assert "Removed 0 " in res.stdout and len(filled.entries()) == 3
+
+
+def test_cache_dir_that_is_a_file_is_a_user_error(cli, tmp_path: Path, user_error) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    user_error(cli("cache", "list", "--cache-dir", blocker), str(blocker), "not a folder")

@@ -34,7 +34,7 @@ def _bad_reshape(path: Path) -> Path:
     nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu0"),
              helper.make_node("Reshape", ["r", "shp"], ["y"], name="bad_reshape")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[shape])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "m"])], initializer=[shape])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)

@@ -12,7 +12,12 @@ on the CPU is the ``onnx-reference`` backend.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,10 +106,33 @@ def session_options(ort: Any, s: BackendSettings) -> Any:
         opts.intra_op_num_threads = s.ort_intra_op_threads
     if s.ort_inter_op_threads:
         opts.inter_op_num_threads = s.ort_inter_op_threads
-    if s.ort_optimized_model is not None:
-        s.ort_optimized_model.parent.mkdir(parents=True, exist_ok=True)
-        opts.optimized_model_filepath = str(s.ort_optimized_model)
     return opts
+
+
+def check_optimized_target(target: Path, model: Path) -> None:
+    """--ort-save-optimized: a file path (not a folder or device) in a writable folder, and not the model."""
+    from enginekit.fileutil import check_output_file, refuse_overwriting_inputs
+
+    check_output_file(target, "--ort-save-optimized")
+    refuse_overwriting_inputs(target, [("the model", model)], "--ort-save-optimized")
+
+
+@contextmanager
+def _optimized_model_staging(opts: Any, target: Path | None, model: Path) -> Iterator[None]:
+    """Let onnxruntime write the optimized model into a fresh private folder beside ``target``, then rename it
+    over ``target``: a symlink (or anything else) at ``target`` is replaced, never followed."""
+    if target is None:
+        yield
+        return
+    check_optimized_target(target, model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        opts.optimized_model_filepath = str(staging / target.name)
+        yield
+        os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class OrtRunner(Runner):
@@ -123,10 +151,11 @@ class OrtRunner(Runner):
 
             proto, self._conversion = convert_for_runner(load_model(self.model, check=False), "fp16", self.settings)
             model = proto.SerializeToString()
-        self._session: Any = ort.InferenceSession(
-            model, sess_options=session_options(ort, self.settings),
-            providers=provider_options(self._providers, self.settings),
-        )
+        opts = session_options(ort, self.settings)
+        with _optimized_model_staging(opts, self.settings.ort_optimized_model, self.model):
+            self._session: Any = ort.InferenceSession(
+                model, sess_options=opts, providers=provider_options(self._providers, self.settings),
+            )
         self._version = ort.__version__
 
     def _release(self) -> None:

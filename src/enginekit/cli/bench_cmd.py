@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,13 +29,16 @@ def parse_duration(text: str, option: str) -> float:
     m = _DURATION_RE.match(text)
     if not m:
         raise InvalidArgumentError(f"{option} {text!r}: give a duration such as 3s, 500ms or 0.5.")
-    value = float(m.group(1))
-    return value * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    value = float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    if not math.isfinite(value):  # 400 nines parse as inf: a benchmark that never ends
+        raise InvalidArgumentError(f"{option} {text!r}: too long; give a duration such as 3s, 500ms or 0.5.")
+    return value
 
 
 def bench(
-    model: Annotated[Path, typer.Argument(metavar="MODEL_OR_ARTIFACT", help="ONNX model, Paddle model or built "
-                     "engine.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL_OR_ARTIFACT", help="ONNX model, Paddle model, built "
+                     "engine or AOTInductor package (.pt2, --backend aoti: it holds a shared library, so it loads "
+                     "only with --trust-remote-code).")],
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Candidate NAME[:PRECISION] (ort, "
                        "openvino, openvino:bf16, onnx-reference, ...); repeat or comma-separate. Default ort.",
                        show_default=False)] = None,
@@ -65,6 +69,7 @@ def bench(
     ort_threads: Annotated[int, typer.Option("--ort-intra-op-threads", help="onnxruntime intra-op threads "
                            "(0: its default, one per physical core).")] = 0,
     openvino_precision: OvPrecisionOpt = "fp32",
+    trust_remote_code: common.TrustRemoteCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from dataclasses import replace
@@ -91,7 +96,8 @@ def bench(
         unstable_cv=unstable_cv,
         seed=seed,
     )
-    backend_settings = replace(common.backend_settings(ort_providers, openvino_precision),
+    backend_settings = replace(common.backend_settings(ort_providers, openvino_precision,
+                                                       trust_remote_code=trust_remote_code),
                                ort_intra_op_threads=ort_threads)
     if plot is not None:
         from enginekit.bench.plot import check_plot_target

@@ -37,8 +37,8 @@ def _default_backend() -> str:
 
 def build(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model file.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Plan file to write (and <output>.json).",
-                      show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Plan file to write (and <output>.json, as a "
+                      "pair). Never one of the inputs.", show_default=False)] = None,
     backend: Annotated[str | None, typer.Option("--backend", "-b", help="tensorrt or tensorrt-rtx (default: "
                        "tensorrt when installed).", show_default=False)] = None,
     profile: Annotated[list[str] | None, typer.Option("--profile", help="NAME:MIN:OPT:MAX per dynamic input.",
@@ -54,12 +54,13 @@ def build(
     calib_method: Annotated[str, typer.Option("--calib-method", help="minmax or entropy.")] = "minmax",
     calib_cache: Annotated[Path | None, typer.Option("--calib-cache", help="Weak-typing INT8 calibration cache "
                            "file (read and written).", show_default=False)] = None,
-    workspace: Annotated[int | None, typer.Option("--workspace", help="Workspace memory pool limit in MiB.",
+    workspace: Annotated[int | None, typer.Option("--workspace", help="Workspace memory pool limit in MiB (1 or more).",
                          show_default=False)] = None,
     opt_level: Annotated[int | None, typer.Option("--opt-level", help="Builder optimization level 0-5.",
                          show_default=False)] = None,
     timing_cache: Annotated[Path | None, typer.Option("--timing-cache", help="Timing cache: loaded if present, "
-                            "saved after the build.", show_default=False)] = None,
+                            "saved after the build. An existing file that is not a timing cache is refused, never "
+                            "overwritten.", show_default=False)] = None,
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine loadable by later "
                                   "library versions (where supported).")] = False,
     hardware_compatibility: Annotated[str | None, typer.Option("--hardware-compatibility", help="ampere-plus or "

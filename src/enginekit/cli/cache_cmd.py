@@ -13,7 +13,7 @@ import typer
 from enginekit.cli.common import JsonOpt, out, print_json
 
 if TYPE_CHECKING:
-    from enginekit.cache import CacheEntry, EngineCache
+    from enginekit.cache import CacheEntry, EngineCache, TempFolder
 
 cache_app = typer.Typer(
     help="List and clear cached engines (by default in the user cache folder; ENGINEKIT_CACHE_DIR or "
@@ -53,7 +53,14 @@ def parse_duration(text: str, option: str = "--older-than") -> timedelta:
         raise InvalidArgumentError(
             f"{option} {text!r}: expected a number and a unit (s, m, h, d or w), e.g. 7d, 12h or 30m."
         )
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except (OverflowError, ValueError) as exc:  # 9999999999w is beyond timedelta's 999999999 days
+        raise InvalidArgumentError(
+            f"{option} {text!r} is too long to be an age: the most is {timedelta.max.days // 7}w "
+            f"({timedelta.max.days}d).",
+            hint="An age of a few days or weeks, e.g. 30d, chooses old entries.",
+        ) from exc
 
 
 def _open(cache_dir: Path | None) -> EngineCache:
@@ -65,17 +72,34 @@ def _open(cache_dir: Path | None) -> EngineCache:
 @cache_app.command("list")
 def list_entries(
     cache_dir: CacheDirOpt = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Also check every plan's sha256 (reads every plan).")]
+    verify: Annotated[bool, typer.Option("--verify", help="Also check every plan's sha256 (reads every plan); "
+                      "every manifest's own sha256 is always checked.")]
     = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Cached engines, newest first: key, size, age, model, library, device, precision, status."""
+    """Cached engines, newest first: key, size, age, model, library, device, precision, status.
+
+    Also shows temp folders (builds and writes in progress, or left by a killed process) and removes the
+    leftovers whose process is gone. --verify also checks every plan's sha256 (the manifests are always checked).
+    """
     cache = _open(cache_dir)
     entries = cache.entries(verify=verify)
+    temps = cache.temp_folders()
+    removed = {t.path for t in cache.clean_temp()}
     if as_json:
-        print_json({"root": str(cache.root), "entries": [e.summary() for e in entries]})
+        print_json({"root": str(cache.root), "entries": [e.summary() for e in entries],
+                    "temp_folders": [{**t.summary(), "removed": t.path in removed} for t in temps]})
         return
     _render(cache, entries)
+    _render_temps(temps, removed)
+
+
+def _render_temps(temps: list[TempFolder], removed: set[Path]) -> None:
+    from rich.markup import escape
+
+    for t in temps:
+        action = "removed" if t.path in removed else "kept"
+        out.print(escape(f"Temp folder {t.path} ({t.kind}, {_size(t.size)}): {t.reason}; {action}."))
 
 
 def _render(cache: EngineCache, entries: list[CacheEntry]) -> None:

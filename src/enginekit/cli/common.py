@@ -11,10 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-# Wide tables when piped or captured (a terminal keeps its own width).
+# Wide tables when piped or captured (a terminal keeps its own width). No emoji codes: a path or name holding
+# ":x:" is printed as written (markup in user text is escaped where it is printed).
 _WIDTH = None if sys.stdout.isatty() else 200
-out = Console(highlight=False, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, width=_WIDTH, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class State:
@@ -104,12 +105,13 @@ def split_multi(values: list[str] | None) -> tuple[str, ...]:
 def feed_settings(
     inputs: list[str] | None, load_inputs: Path | None, seed: int, val_ranges: list[str] | None, allow_nonfinite: bool
 ) -> Any:
-    from enginekit.data import parse_input_shape, parse_value_range
+    from enginekit.data import check_seed, parse_input_shape, parse_value_range
     from enginekit.errors import InvalidArgumentError
     from enginekit.settings import FeedSettings
 
     if load_inputs is not None and inputs:
         raise InvalidArgumentError("--load-inputs and --input both give the feed shapes; use one of them.")
+    check_seed(seed)
     return FeedSettings(
         inputs=tuple(parse_input_shape(t) for t in inputs or []),
         load_inputs=load_inputs,
@@ -170,13 +172,18 @@ PrecisionPlanModelOpt = Annotated[Path | None, typer.Option(
     "--precision-plan-model", metavar="MODEL.onnx", help="torch/inductor with --precision-plan: the ONNX the plan was "
     "made for, as `enginekit export` wrote it (its node metadata names the PyTorch module of each node).",
     show_default=False)]
+TrustRemoteCodeOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", help="Load model files that run code they carry when loaded: TorchScript archives "
+    "(.pt), torch.export programs (.pt2) and AOTInductor packages (.pt2 with a shared library). Refused without "
+    "it (exit 2); give it only for files you made or trust as you would a program. A file.py:factory or "
+    "package.module:factory source is Python code: it is always imported and executed.")]
 
 
 def backend_settings(
     ort_providers: list[str] | None, openvino_precision: str, *, ort_graph_optimization: str = "all",
     ort_threads: int = 0, ort_save_optimized: Path | None = None, ort_fp16: bool = False,
     ort_trt_cache: Path | None = None, ort_trt_profile: list[str] | None = None,
-    precision_plan: Path | None = None, precision_plan_model: Path | None = None,
+    precision_plan: Path | None = None, precision_plan_model: Path | None = None, trust_remote_code: bool = False,
 ) -> Any:
     from enginekit.errors import InvalidArgumentError
     from enginekit.settings import BackendSettings
@@ -185,10 +192,15 @@ def backend_settings(
         raise InvalidArgumentError(f"--openvino-precision {openvino_precision!r}: choose fp32 or bf16.")
     if ort_threads < 0:
         raise InvalidArgumentError(f"--ort-threads {ort_threads}: must be >= 0.")
+    from enginekit.backends.ort import GRAPH_LEVELS
+
+    if ort_graph_optimization not in GRAPH_LEVELS:
+        raise InvalidArgumentError(f"--ort-graph-optimization {ort_graph_optimization!r}: choose "
+                                   f"{', '.join(GRAPH_LEVELS)}.")
     return BackendSettings(
         ort_providers=split_multi(ort_providers), openvino_precision=openvino_precision,
         ort_graph_optimization=ort_graph_optimization, ort_intra_op_threads=ort_threads,
         ort_optimized_model=ort_save_optimized, ort_cuda_fp16=ort_fp16, ort_trt_cache_dir=ort_trt_cache,
         ort_trt_profiles=tuple(ort_trt_profile or []), precision_plan=precision_plan,
-        precision_plan_model=precision_plan_model,
+        precision_plan_model=precision_plan_model, trust_remote_code=trust_remote_code,
     )

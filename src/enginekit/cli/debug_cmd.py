@@ -149,9 +149,9 @@ def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: An
     from enginekit.fileutil import atomic_write_bytes
     from enginekit.graph.precision import save_plan
     from enginekit.report.markdown import fmt, table
-    from enginekit.report.writer import write_report
+    from enginekit.report.writer import prepare_report_dir, write_report
 
-    folder.mkdir(parents=True, exist_ok=True)
+    prepare_report_dir(folder)  # refuses a folder of files enginekit did not write
     layers = layerwise_diff(model, feed, precision=precision, candidate=result.all_low_model,
                             executor=Executor(result.runs["candidates"]["backend"]), reference=reference)
     plot = folder / "error_growth.png"

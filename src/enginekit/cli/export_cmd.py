@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from enginekit.cli import common
-from enginekit.cli.common import JsonOpt, SeedOpt
+from enginekit.cli.common import JsonOpt, SeedOpt, TrustRemoteCodeOpt
 
 HELP = """Export a PyTorch or Paddle model to ONNX and verify it against the source.
 
@@ -18,6 +18,10 @@ SOURCE is one of:
   model.pt                  a TorchScript archive (torch.jit.save)
   model.pt2                 a torch.export program (torch.export.save)
   model.json | model.pdmodel (+ .pdiparams), or their folder: a paddle.jit.save model
+
+A factory source is Python code: its file (or module) is imported and executed, and the factory called, with
+your permissions. TorchScript archives and .pt2 programs run code they carry when loaded (TorchScript
+__setstate__, pickles, symbolic shape expressions): they load only with --trust-remote-code (else exit 2).
 
 Dims: --input x:batch,3,224,224 (symbolic names are dynamic axes), --input x:1x3x224x224 (fixed),
 --dynamic x:0=batch[1..32] (make axis 0 dynamic, named batch, sizes 1 to 32).
@@ -67,16 +71,17 @@ def export(
     val_range: ValRangeOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    from enginekit.data import parse_value_range
-    from enginekit.errors import InvalidArgumentError
+    from enginekit.data import check_seed, parse_value_range
     from enginekit.export.api import export_model
-    from enginekit.export.shapes import parse_dynamic
+    from enginekit.export.shapes import parse_dynamic, parse_opset
+    from enginekit.fileutil import check_output_file
     from enginekit.settings import EXPORT_TOLERANCE, ExportSettings
 
-    if opset != "auto" and not opset.isdigit():
-        raise InvalidArgumentError(f"--opset {opset!r}: give 'auto' or a number such as 17.")
+    check_output_file(output, "--output")  # before the (long) export: a folder, device or unwritable place
+    check_seed(seed)
     settings = ExportSettings(
         source=source,
         output=output,
@@ -85,12 +90,13 @@ def export(
         output_names=common.split_multi(output_names),
         weights=weights,
         exporter=exporter,
-        opset=None if opset == "auto" else int(opset),
+        opset=parse_opset(opset),
         target=target,
         verify=verify,
         seed=seed,
         val_ranges=tuple(parse_value_range(v) for v in val_range or []),
         compare=common.compare_settings(atol, rtol, "elemwise", False, default=EXPORT_TOLERANCE),
+        trust_remote_code=trust_remote_code,
     )
     with common.err.status("export: exporting and verifying…"):
         result = export_model(settings)

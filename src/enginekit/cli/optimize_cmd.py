@@ -29,7 +29,8 @@ ReportOpt = Annotated[Path, typer.Option("--report", help="Report folder (report
 def optimize(
     model: Annotated[str | None, typer.Argument(metavar="MODEL", help="ONNX model, or a PyTorch/Paddle source "
                      "as for `enginekit export` (exported, verified and prepared first); omitted: the bundled "
-                     "digits example.", show_default=False)] = None,
+                     "digits example. A file.py:factory is imported and executed; TorchScript and .pt2 files run "
+                     "code they carry, so they load only with --trust-remote-code.", show_default=False)] = None,
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Candidates NAME[:PRECISION] "
                        "(ort, ort:fp16, openvino, openvino:bf16, onnx-reference:fp16, ...); default: every backend at "
                        "its default precisions.",
@@ -81,6 +82,7 @@ def optimize(
         "source: the ONNX this run exports (REPORT/model.onnx).", show_default=False)] = None,
     prepare: Annotated[bool | None, typer.Option("--prepare/--no-prepare", help="Run `prepare`'s default passes "
                        "(verified) before the backends; default: after an export only.", show_default=False)] = None,
+    trust_remote_code: common.TrustRemoteCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every available backend and precision, compare with the reference, time, evaluate, report.
@@ -93,10 +95,13 @@ def optimize(
 
     if batch_size < 0:
         raise InvalidArgumentError(f"--batch-size {batch_size}: must be >= 0.")
-    if opset != "auto" and not opset.isdigit():
-        raise InvalidArgumentError(f"--opset {opset!r}: give 'auto' or a number such as 17.")
+    from enginekit.data import check_seed
+    from enginekit.export.shapes import parse_opset
+
+    parse_opset(opset)
+    check_seed(seed)
     source_settings = _source_settings(model, inputs, dynamic, weights, exporter, opset, target, prepare, seed,
-                                       val_range, report)
+                                       val_range, report, trust_remote_code)
     feeds = (source_settings["feeds"] if source_settings["export"] is not None
              else common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite))
     builds = _builds(target, common.split_multi(precision), tuple(profile or []), calib_data,
@@ -112,7 +117,8 @@ def optimize(
         reference=reference,
         feeds=feeds,
         backend=common.backend_settings(ort_providers, "fp32", precision_plan=precision_plan,
-                                        precision_plan_model=precision_plan_model),
+                                        precision_plan_model=precision_plan_model,
+                                        trust_remote_code=trust_remote_code),
         compare=common.compare_settings(atol, rtol, check_error_stat, validate),
         dataset=dataset,
         batch_size=batch_size,
@@ -149,10 +155,11 @@ def _builds(target: str, precisions: tuple[str, ...], profiles: tuple[str, ...],
 def _source_settings(
     model: str | None, inputs: list[str] | None, dynamic: list[str] | None, weights: Path | None, exporter: str,
     opset: str, target: str, prepare: bool | None, seed: int, val_range: list[str] | None, report: Path,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """ONNX model path, or export settings (+ the feed shapes the export traces at), and prepare settings."""
     from enginekit.data import InputShape, parse_input_shape, parse_value_range
-    from enginekit.export.shapes import parse_dynamic, parse_export_input, plan_inputs
+    from enginekit.export.shapes import parse_dynamic, parse_export_input, parse_opset, plan_inputs
     from enginekit.export.source import ONNX, detect_source
     from enginekit.settings import ExportSettings, FeedSettings, PrepareSettings
 
@@ -166,7 +173,7 @@ def _source_settings(
     export = ExportSettings(
         source=model, output=report / "model.onnx", inputs=tuple(inputs or []),
         dynamic=tuple(parse_dynamic(d) for d in dynamic or []), weights=weights, exporter=exporter,
-        opset=None if opset == "auto" else int(opset), target=target, seed=seed, val_ranges=ranges,
+        opset=parse_opset(opset), target=target, seed=seed, val_ranges=ranges, trust_remote_code=trust_remote_code,
     )
     plans = plan_inputs(tuple(parse_export_input(t) for t in export.inputs), export.dynamic) if export.inputs else []
     feeds = FeedSettings(inputs=tuple(InputShape(p.name, p.trace_shape) for p in plans), seed=seed, val_ranges=ranges)
@@ -216,6 +223,6 @@ def _run(settings: object, as_json: bool) -> None:
     for r in doc["results"]:
         if r["reason"]:
             out.print(f"  {status(r['status'])} [bold]{escape(r['backend'])}[/]: {escape(r['reason'])}")
-    out.print(f"Report: {settings.report_dir}/report.md")
+    out.print(f"Report: {escape(str(settings.report_dir))}/report.md")
     verdict(result.passed, weak=result.weak_reference, skipped=result.skipped)
     common.exit_with(result.exit_code)

@@ -26,7 +26,9 @@ from enginekit.cli.common import (
 
 def run(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="ONNX model, Paddle model, TensorRT engine, or a "
-                     "PyTorch source (file.py:factory, TorchScript, .pt2) for the torch/inductor/aoti backends.")],
+                     "PyTorch source (file.py:factory, TorchScript, .pt2) for the torch/inductor/aoti backends. A "
+                     "file.py:factory is imported and executed; TorchScript and .pt2 files (programs, AOTInductor "
+                     "packages) run code they carry, so they load only with --trust-remote-code.")],
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend[:PRECISION] to run (ort, "
                        "ort:fp16, openvino, onnx-reference:fp16, torch:fp16, ...); repeat or comma-separate. The "
                        "first is the reference. The same backend twice is a determinism check (the second is "
@@ -59,6 +61,7 @@ def run(
     dynamic_shapes: common.DynamicShapesOpt = "static",
     precision_plan: common.PrecisionPlanOpt = None,
     precision_plan_model: common.PrecisionPlanModelOpt = None,
+    trust_remote_code: common.TrustRemoteCodeOpt = False,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     check_error_stat: StatOpt = "elemwise",
@@ -66,6 +69,9 @@ def run(
     equal_nan: common.EqualNanOpt = False,
     report: Annotated[Path | None, typer.Option("--report", help="Write report.json, report.md, reproduce.sh "
                       "and the .npz feeds/outputs into this folder.", show_default=False)] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Run the ONNX checker on an ONNX model first "
+                     "(an invalid graph is a user error, exit 2); --no-check leaves the judgement to the "
+                     "backends.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Run one model (ONNX, Paddle, TensorRT engine or PyTorch source) on several backends with the same feeds
@@ -96,17 +102,14 @@ def run(
             ort_providers, openvino_precision, ort_graph_optimization=ort_graph_optimization, ort_threads=ort_threads,
             ort_save_optimized=ort_save_optimized, ort_fp16=ort_fp16, ort_trt_cache=ort_trt_cache,
             ort_trt_profile=ort_trt_profile, precision_plan=precision_plan,
-            precision_plan_model=precision_plan_model),
+            precision_plan_model=precision_plan_model, trust_remote_code=trust_remote_code),
         compare=common.compare_settings(atol, rtol, check_error_stat, validate, equal_nan=equal_nan),
         save_inputs=save_inputs,
         save_outputs=save_outputs,
         report_dir=report,
+        check_model=check,
     )
-    from enginekit.data import check_npz_target
-
-    for target in (save_inputs, save_outputs):
-        if target is not None:
-            check_npz_target(target)
+    check_output_paths(model, load_inputs, save_inputs, save_outputs, ort_save_optimized, report)
     settings = replace(settings, backend=replace(
         settings.backend, torch_inputs=torch_inputs, torch_device=torch_device, inductor_mode=inductor_mode,
         inductor_freezing=inductor_freezing, channels_last=channels_last, dynamic_shapes=dynamic_shapes))
@@ -123,23 +126,63 @@ def run(
     common.exit_with(result.exit_code)
 
 
+def check_output_paths(model: Path, load_inputs: Path | None, save_inputs: Path | None, save_outputs: Path | None,
+                       ort_save_optimized: Path | None, report: Path | None) -> None:
+    """Refuse, before any work, output paths that are folders, devices, unwritable, or one of the inputs."""
+    from enginekit.backends.ort import check_optimized_target
+    from enginekit.data import check_npz_target
+    from enginekit.fileutil import check_output_file, check_writable_folder, refuse_overwriting_inputs
+
+    inputs = [("the model", model), ("--load-inputs", load_inputs)]
+    for option, target in (("--save-inputs", save_inputs), ("--save-outputs", save_outputs)):
+        if target is not None:
+            check_npz_target(target)
+            check_output_file(target, option)
+            refuse_overwriting_inputs(target, inputs, option)
+    if save_outputs is not None and save_inputs is not None:
+        refuse_overwriting_inputs(save_outputs, [("--save-inputs", save_inputs)], "--save-outputs")
+    if ort_save_optimized is not None:
+        check_optimized_target(ort_save_optimized, model)
+        refuse_overwriting_inputs(ort_save_optimized, inputs[1:] + [("--save-inputs", save_inputs),
+                                                                    ("--save-outputs", save_outputs)],
+                                  "--ort-save-optimized")
+    if report is not None:
+        check_writable_folder(report, "--report")
+
+
+def _outputs_files(target: Path, labels: list[str], inputs: list[tuple[str, Path | None]]) -> list[Path]:
+    """STEM.BACKEND.npz beside --save-outputs, one per label; refused when one of them is an input."""
+    from enginekit.fileutil import check_output_file, refuse_overwriting_inputs
+    from enginekit.report.writer import safe_name
+
+    paths = [target.with_name(f"{target.stem}.{safe_name(label)}{target.suffix}") for label in labels]
+    for path in paths:
+        check_output_file(path, "--save-outputs")
+        refuse_overwriting_inputs(path, inputs, "--save-outputs (per backend)")
+    return paths
+
+
 def save_run_files(settings: object, result: object) -> None:
     from enginekit.data import save_arrays
     from enginekit.multirun import RunResult
     from enginekit.report.markdown import render_run
-    from enginekit.report.writer import safe_name, write_report
+    from enginekit.report.writer import write_report
     from enginekit.settings import RunSettings
 
     assert isinstance(settings, RunSettings) and isinstance(result, RunResult)
+    produced = [r for r in result.rows if r.outputs is not None]
+    per_backend = produced if len(result.rows) > 1 else []
+    inputs = [("the model", settings.model), ("--load-inputs", settings.feeds.load_inputs),
+              ("--save-inputs", settings.save_inputs)]
+    targets = (_outputs_files(settings.save_outputs, [r.label for r in per_backend], inputs)
+               if settings.save_outputs else [])  # every name checked before anything is written
     if settings.save_inputs:
         save_arrays(settings.save_inputs, result.feed)
-    produced = [r for r in result.rows if r.outputs is not None]
     if settings.save_outputs:
-        target = settings.save_outputs
         if len(result.rows) == 1 and produced:
-            save_arrays(target, produced[0].outputs or {})
-        for r in produced if len(result.rows) > 1 else []:
-            save_arrays(target.with_name(f"{target.stem}.{safe_name(r.label)}{target.suffix}"), r.outputs or {})
+            save_arrays(settings.save_outputs, produced[0].outputs or {})
+        for r, path in zip(per_backend, targets, strict=True):
+            save_arrays(path, r.outputs or {})
     if settings.report_dir:
         doc = {"kind": "run", **result.to_dict()}
         arrays = {"inputs": result.feed, **{f"outputs.{r.label}": r.outputs or {} for r in produced}}

@@ -15,8 +15,9 @@ from enginekit.errors import InvalidArgumentError
 from enginekit.settings import DynamicDim
 from enginekit.tensors import Dim, TensorSpec, normalize_dtype
 
-_DYNAMIC_RE = re.compile(r"^(?P<name>.+):(?P<axis>\d+)=(?P<label>[A-Za-z_][A-Za-z0-9_]*)"
-                         r"(?:\[(?P<min>\d+)?\.\.(?P<max>\d+)?\])?$")
+_DYNAMIC_RE = re.compile(r"^(?P<name>.+):(?P<axis>\d{1,19})=(?P<label>[A-Za-z_][A-Za-z0-9_]*)"
+                         r"(?:\[(?P<min>\d{1,19})?\.\.(?P<max>\d{1,19})?\])?$", re.ASCII)
+MIN_OPSET = 7  # the oldest opset the exporters write
 _LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -44,13 +45,37 @@ def parse_export_input(text: str) -> ExportInput:
     dims: list[Dim] = []
     for d in raw:
         d = d.strip()
-        if d.isdigit() and int(d) > 0:
+        # str.isdigit() alone accepts "²", which int() refuses; thousands of digits are refused by int() too
+        if d.isascii() and d.isdigit() and len(d) <= 19 and int(d) > 0:
             dims.append(int(d))
         elif _LABEL_RE.match(d):
             dims.append(d)
         else:
             raise InvalidArgumentError(f"--input {text!r}: bad dim {d!r} (a positive int or a name); {usage}.")
     return ExportInput(name, tuple(dims), dtype)
+
+
+def parse_opset(text: str) -> int | None:
+    """``--opset``: ``auto`` (None) or an opset number the installed onnx knows."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    value = text.strip()
+    if value == "auto":
+        return None
+    if not (value.isascii() and value.isdigit() and len(value) <= 4) or not MIN_OPSET <= int(value) <= newest:
+        raise InvalidArgumentError(f"--opset {text[:40]!r}: give 'auto' or a number from {MIN_OPSET} to {newest} "
+                                   f"(the newest opset of the installed onnx {onnx.__version__}), such as 17.")
+    return int(value)
+
+
+def check_plan_sizes(plans: list[InputPlan]) -> None:
+    """Refuse trace or verification shapes whose feeds would exceed :data:`enginekit.data.MAX_FEED_BYTES`."""
+    from enginekit.data import check_feed_size
+
+    for which in ("trace", "other"):
+        check_feed_size({p.name: (p.shape_with(which), p.dtype) for p in plans},
+                        what=f"The export's {which}-shape feed")
 
 
 def parse_dynamic(text: str) -> DynamicDim:
@@ -140,4 +165,5 @@ def plan_inputs(inputs: tuple[ExportInput, ...], dynamic: tuple[DynamicDim, ...]
             shape.append(trace)
             axes.append(AxisPlan(axis, label, trace, _other_size(trace, lo, hi), lo, hi))
         plans.append(InputPlan(inp.name, inp.dtype, tuple(shape), tuple(axes)))
+    check_plan_sizes(plans)
     return plans

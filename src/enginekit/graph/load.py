@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
@@ -86,9 +87,9 @@ def load_model(
     try:
         model.ParseFromString(data)
     except Exception as exc:
-        raise ModelLoadError(
+        raise ModelLoadError(  # the parser's text is left out: it may quote the file's bytes
             f"Could not parse '{model_path}' as an ONNX model ({len(data)} bytes): "
-            f"{type(exc).__name__}: {exc}. {_what_it_looks_like(data)}",
+            f"{type(exc).__name__}. {_what_it_looks_like(data)}",
             hint="Check that the file is a complete .onnx file (re-export or re-download it; "
             "a failed copy or an interrupted export leaves a truncated file).",
         ) from exc
@@ -188,6 +189,13 @@ def _read_model_bytes(model_path: Path) -> bytes:
             hint="Pass the path of the .onnx file itself.",
         )
     try:
+        mode = model_path.stat().st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+            raise ModelLoadError(
+                f"Model path '{model_path}' is not a regular file (a pipe, device or socket); enginekit reads "
+                "models from regular files only.",
+                hint="Copy the model into a regular file first.",
+            )
         return model_path.read_bytes()
     except OSError as exc:
         raise ModelLoadError(
@@ -204,8 +212,8 @@ def _what_it_looks_like(data: bytes) -> str:
             return f"It looks like {what}, not ONNX."
     text = data[:256].decode("utf-8", errors="replace").rstrip("\ufffd")  # a cut last character
     if text.strip() and all(c.isprintable() or c in "\r\n\t" for c in text):
-        first = text.strip().splitlines()[0][:60]
-        return f"It looks like a text file (starts with {first!r}), not a binary ONNX model."
+        kind = " (JSON?)" if text.lstrip().startswith(("{", "[")) else ""  # never quote the file's content
+        return f"It looks like a text file{kind}, not a binary ONNX model."
     return "Its bytes are not a complete protobuf ModelProto: the file is truncated or corrupt."
 
 
@@ -231,6 +239,7 @@ def _check_structure(model: onnx.ModelProto, model_path: Path, data: bytes) -> N
             "truncated right after the graph, or was written by a broken exporter.",
             hint="Copy or export the model again; opset imports come right after the graph.",
         )
+    _check_text(model, model_path)
     imported = {op.domain for op in model.opset_import}
     if imported & _DEFAULT_DOMAINS:
         imported |= _DEFAULT_DOMAINS
@@ -241,6 +250,29 @@ def _check_structure(model: onnx.ModelProto, model_path: Path, data: bytes) -> N
             f"'{model_path}' ({size} bytes) uses operator domains {shown} but imports only "
             f"{sorted(d or 'ai.onnx' for d in imported)}: the file is truncated or was saved "
             "without all its opset imports.",
+            hint="Copy or export the model again.",
+        )
+
+
+def _graph_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _graph_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _graph_nodes(sub)
+
+
+def _check_text(model: onnx.ModelProto, model_path: Path) -> None:
+    """Protobuf hands a string field that is not valid UTF-8 back as ``bytes``: refuse such a model here, or code
+    that skips the checker (lint, inspect --no-check) fails on it later (sorting bytes with str)."""
+    nodes = [*_graph_nodes(model.graph), *(n for f in model.functions for n in f.node)]
+    texts = [model.domain, *(op.domain for op in model.opset_import),
+             *(t for n in nodes for t in (n.op_type, n.domain, n.name, *n.input, *n.output))]
+    if not all(isinstance(t, str) for t in texts):
+        raise ModelLoadError(  # the name itself is left out: it is the file's damaged bytes
+            f"'{model_path}' is damaged: it holds a node or domain name that is not valid UTF-8.",
             hint="Copy or export the model again.",
         )
 
@@ -264,11 +296,13 @@ def _run_checker(model: onnx.ModelProto, model_path: Path, *, has_external: bool
         onnx.checker.check_model(checked)
     except Exception as exc:
         text = " ".join(str(exc).split())
+        text = text if len(text) <= 500 else text[:500] + "…"
         raise ModelLoadError(
             f"'{model_path}' failed the ONNX checker: {text}",
             hint="Fix the exporter or the model. If the file is intact and other tools run it, "
-            "use `enginekit inspect --no-check` or load_model(check=False) (the checker is stricter than "
-            f"ONNX Runtime, e.g. it requires shapes on graph inputs and outputs). onnx version: {onnx.__version__}.",
+            "use --no-check (`enginekit inspect`, `enginekit run`) or load_model(check=False) (the checker is "
+            "stricter than ONNX Runtime, e.g. it requires shapes on graph inputs and outputs). "
+            f"onnx version: {onnx.__version__}.",
         ) from exc
 
 

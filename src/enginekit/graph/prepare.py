@@ -176,6 +176,9 @@ def _check_output(model_path: Path, output: Path) -> None:
         raise InvalidArgumentError(f"Cannot write {str(output)!r}: {str(parent)!r} is a file, not a folder.")
     if output.exists() and model_path.exists() and os.path.samefile(output, model_path):
         raise InvalidArgumentError(f"-o {str(output)!r} is the input model; write the prepared model elsewhere.")
+    from enginekit.fileutil import check_output_file
+
+    check_output_file(output, "-o")  # a device or pipe, or a folder that cannot be written
 
 
 def _feed_plan(settings: PrepareSettings, specs: Sequence[TensorSpec]) -> tuple[FeedSettings, list[TensorSpec]]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from enginekit.data import save_arrays
-from enginekit.fileutil import atomic_write_text
+from enginekit.fileutil import atomic_write_text, current_umask
 
 
 def environment() -> dict[str, Any]:
@@ -49,6 +49,58 @@ def reproduce_script(command: Sequence[str], cwd: str | Path) -> str:
     )
 
 
+MARKER = ".enginekit-report"  # written into every report folder: later runs may write there again
+
+
+def prepare_report_dir(out_dir: str | Path) -> Path:
+    """Create or reuse a report folder; refuse one that holds files enginekit did not write (exit 2).
+
+    A folder may be written when it does not exist yet, is empty, or holds a report enginekit wrote (the
+    ``.enginekit-report`` marker, or the ``report.json`` of an earlier version). Anything else, e.g. ``--report .``
+    in a source folder or ``--report data/``, is refused rather than having files overwritten; choose a new
+    folder. The marker is written on first use, so calling this again in the same run is fine.
+
+    Raises:
+        OutputPathError: the path is a file, cannot be created or written, or holds unrelated files.
+    """
+    from enginekit.errors import OutputPathError
+    from enginekit.fileutil import check_writable_folder
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"Report folder '{out}' is a file, not a folder.",
+                              hint="Give --report a new folder name.")
+    check_writable_folder(out, "Report folder", probe=True)
+    if out.is_dir() and not (out / MARKER).is_file() and not _earlier_report(out):
+        try:
+            names = sorted(p.name for p in out.iterdir())
+        except OSError as exc:
+            raise OutputPathError(f"Could not read report folder '{out}': {exc.strerror or exc}.") from exc
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise OutputPathError(
+                f"Report folder '{out}' already holds files enginekit did not write ({shown}); refusing to write "
+                "the report there, which could overwrite them.",
+                hint="Give --report a new or empty folder (or one an earlier enginekit report was written to).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"Could not create report folder '{out}': {exc.strerror or exc}.",
+                              hint="Choose a writable location.") from exc
+    if not (out / MARKER).is_file():
+        atomic_write_text(out / MARKER, "This folder holds an enginekit report; enginekit may write here again.\n")
+    return out
+
+
+def _earlier_report(folder: Path) -> bool:
+    """Whether ``folder`` holds a report.json written by an enginekit from before the marker."""
+    try:
+        doc = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("environment"), dict) and "enginekit" in doc["environment"]
+
+
 def write_report(
     out_dir: str | Path,
     data: Mapping[str, Any],
@@ -57,9 +109,11 @@ def write_report(
     arrays: Mapping[str, Mapping[str, np.ndarray]],
     cwd: str | Path | None = None,
 ) -> list[Path]:
-    """Write report.json, report.md, reproduce.sh and one .npz per entry of ``arrays``; return the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write report.json, report.md, reproduce.sh and one .npz per entry of ``arrays``; return the paths.
+
+    The folder is checked first (:func:`prepare_report_dir`): one holding files enginekit did not write is refused.
+    """
+    out = prepare_report_dir(out_dir)
     written: list[Path] = []
     files = {}
     for stem, named in arrays.items():
@@ -76,6 +130,6 @@ def write_report(
     written.append(atomic_write_text(out / "report.json", json.dumps(doc, indent=2, allow_nan=False) + "\n"))
     written.append(atomic_write_text(out / "report.md", markdown))
     script = atomic_write_text(out / "reproduce.sh", reproduce_script(command, cwd or Path.cwd()))
-    script.chmod(0o755)
+    script.chmod(0o777 & ~current_umask())  # executable, as the umask allows
     written.append(script)
     return written

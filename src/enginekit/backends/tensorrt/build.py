@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "best")
 HW_COMPAT = {"ampere-plus": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
 Progress = Callable[[str, int, int], None]  # (phase, step, total)
+_MAX_WORKSPACE_MIB = (1 << 43) - 1  # the limit is bytes in an int64
+TIMING_CACHE_MAGIC = b"ptrt"  # TensorRT's serialized timing caches start with it (TensorRT-RTX: b"ptrtd")
 
 
 @dataclass
@@ -52,6 +55,9 @@ def _check_settings(s: BuildSettings, lib: TrtLibrary) -> None:
         raise InvalidArgumentError(f"--calib-method {s.calib_method!r}: choose entropy or minmax.")
     if s.precision == "int8" and s.calib_data is None:
         raise InvalidArgumentError("--precision int8 needs --calib-data FEEDS.npz|DIR (real inputs to calibrate on).")
+    if s.workspace_mib is not None and not 1 <= s.workspace_mib <= _MAX_WORKSPACE_MIB:
+        raise InvalidArgumentError(f"--workspace {s.workspace_mib}: give the workspace memory pool limit in MiB, "
+                                   f"from 1 to {_MAX_WORKSPACE_MIB}.", hint="Leave it out for the library's default.")
     if s.optimization_level is not None and not 0 <= s.optimization_level <= 5:
         raise InvalidArgumentError(f"--opt-level {s.optimization_level}: choose 0 to 5.")
     if s.hardware_compatibility and s.hardware_compatibility not in HW_COMPAT:
@@ -94,13 +100,13 @@ def target_capabilities(s: BuildSettings, lib: TrtLibrary) -> list[str]:
 def build_engine(model: Path, s: BuildSettings, progress: Progress | None = None) -> BuildResult:
     """Build (or fetch from the cache) an engine for ``model`` with settings ``s``."""
     from enginekit.backends.tensorrt.manifest import cache_settings, make_manifest
-    from enginekit.cache import EngineCache, make_key
-    from enginekit.fileutil import atomic_write_bytes
+    from enginekit.cache import CacheEntryDamagedError, EngineCache, make_key
     from enginekit.graph.io import input_specs
     from enginekit.graph.load import load_model
 
     lib = load_library(s.backend)
     _check_settings(s, lib)
+    check_outputs(model, s)
     proto = load_model(model, load_external_data=False, check=False)
     raw_profiles = given_profiles(s)
     renames = unique_dim_names(proto, s, raw_profiles)  # renamed in proto, written to the build's temp folder
@@ -113,21 +119,33 @@ def build_engine(model: Path, s: BuildSettings, progress: Progress | None = None
         key_settings["renamed_dims"] = [r.to_dict() for r in renames]
     cache = EngineCache(s.cache_dir) if s.use_cache else None
     key = make_key(model, key_settings, lib.name, lib.version, ",".join(targets), content_files=content)
+    if cache is None and s.output is None:
+        raise InvalidArgumentError("Give -o/--output when the cache is off (--no-cache).")
     if cache is not None:
+        cache.ensure_writable()  # a file or a read-only folder: said now (exit 2), not after the build
+        cache.clean_temp()  # folders of builds killed earlier (their process is gone)
         entry = cache.get(key)
         if entry is not None:
-            log.info("engine cache hit %s", key[:12])
-            result = BuildResult(entry.plan_path, entry.manifest, cached=True)
-            if s.output is not None:
-                _write_output(result, s, atomic_write_bytes, entry.read_plan())  # re-checked against its sha256
-            return result
+            try:
+                hit = entry.read_plan() if s.output is not None else None  # re-checked against its sha256
+            except CacheEntryDamagedError as exc:  # cleared or replaced since the lookup: build it again
+                log.warning("engine cache entry %s went away while it was read (%s); building again",
+                            key[:12], exc.message)
+            else:
+                log.info("engine cache hit %s", key[:12])
+                result = BuildResult(entry.plan_path, entry.manifest, cached=True)
+                _write_output(result, s, hit)
+                return result
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="enginekit-build-") as tmp:
-        source = write_renamed(proto, model, Path(tmp)) if renames else model
-        build_model, detail = precision_model(source, s, lib, Path(tmp))
+    work = cache.build_dir() if cache is not None else _system_build_dir()
+    try:
+        source = write_renamed(proto, model, work) if renames else model
+        build_model, detail = precision_model(source, s, lib, work)
         with native_stdout_captured() as printed:  # the library prints some warnings to fd 1
             plan, network_info, logger = _build(build_model, s, lib, profiles, targets, detail, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     manifest = make_manifest(lib, s, model, profiles, targets, network_info, detail,
                              time.perf_counter() - t0, logger.warnings() + printed, key_settings)
     manifest["renamed_dims"] = [r.to_dict() for r in renames]
@@ -135,27 +153,69 @@ def build_engine(model: Path, s: BuildSettings, progress: Progress | None = None
         entry = cache.put(key, plan, manifest)
         result = BuildResult(entry.plan_path, entry.manifest, precision_detail=detail)
     else:
-        if s.output is None:
-            raise InvalidArgumentError("Give -o/--output when the cache is off (--no-cache).")
+        assert s.output is not None
         manifest.update(plan_bytes=len(plan), plan_sha256=hashlib.sha256(plan).hexdigest())
         result = BuildResult(s.output, manifest, precision_detail=detail)
-        s.output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(s.output, plan)
-    _write_output(result, s, atomic_write_bytes, plan if cache is None else None)
+    _write_output(result, s, plan)  # from the bytes in hand: a `cache clear` meanwhile cannot lose them
     return result
 
 
-def _write_output(result: BuildResult, s: BuildSettings, write: Callable[[Path, bytes], Path],
-                  plan: bytes | None = None) -> None:
-    """Copy the plan (untouched) to ``s.output`` and the manifest to ``<output>.json``."""
-    import json
+def _system_build_dir() -> Path:
+    """A build folder in the system temp folder (--no-cache), named after this process; leftovers of killed
+    builds there are removed first."""
+    from enginekit.cache_cleanup import BUILD_PREFIX, clean_temp, make_temp_dir
 
-    if s.output is None:
+    root = Path(tempfile.gettempdir())
+    clean_temp(root, prefixes=(BUILD_PREFIX,))
+    return make_temp_dir(root, BUILD_PREFIX)
+
+
+def _write_output(result: BuildResult, s: BuildSettings, plan: bytes | None) -> None:
+    """Write the plan (untouched) to ``s.output`` and the manifest to ``<output>.json``, as a pair."""
+    from enginekit.cache import write_plan_pair
+
+    if s.output is None or plan is None:
         return
-    data = plan if plan is not None else result.plan_path.read_bytes()
-    write(s.output, data)
-    write(Path(str(s.output) + ".json"), (json.dumps(result.manifest, indent=2) + "\n").encode())
+    write_plan_pair(s.output, plan, result.manifest)
     result.output = s.output
+
+
+def check_outputs(model: Path, s: BuildSettings) -> None:
+    """Refuse outputs that would overwrite an input or an unrelated file (exit 2), before any work is done.
+
+    ``-o`` and ``<-o>.json`` must be files that can be written and none of the inputs (the model, the
+    precision plan, calibration data, profile feeds, the timing cache), compared by resolved identity (a
+    symlink, a hardlink or another spelling of the same path too). ``--timing-cache`` must not be an input or
+    ``-o``, and when it exists and is not empty it must be a TensorRT timing cache.
+    """
+    from enginekit.errors import OutputPathError
+    from enginekit.fileutil import check_output_file, refuse_overwriting_inputs
+
+    inputs: list[tuple[str, Path | None]] = [("the model", model), ("--precision-plan", s.precision_plan),
+                                             ("--calib-data", s.calib_data), ("--profile-from", s.profile_from)]
+    if s.output is not None:
+        sidecar = Path(str(s.output) + ".json")
+        for path, option in ((s.output, "-o/--output"), (sidecar, "The manifest of -o")):
+            check_output_file(path, option, probe=True)
+            refuse_overwriting_inputs(path, [*inputs, ("--timing-cache", s.timing_cache),
+                                             ("--calib-cache", s.calib_cache)], option)
+    if s.timing_cache is not None:
+        outputs = [] if s.output is None else [("-o/--output", s.output), ("its manifest", Path(f"{s.output}.json"))]
+        check_output_file(s.timing_cache, "--timing-cache", probe=True)
+        refuse_overwriting_inputs(s.timing_cache, [*inputs, *outputs], "--timing-cache")
+        try:
+            with open(s.timing_cache, "rb") as fh:
+                head = fh.read(len(TIMING_CACHE_MAGIC))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OutputPathError(f"Could not read --timing-cache '{s.timing_cache}': {exc.strerror or exc}.",
+                                  hint="Check its permissions, or give another path.") from exc
+        if head and head != TIMING_CACHE_MAGIC:
+            raise OutputPathError(
+                f"--timing-cache '{s.timing_cache}' is not a TensorRT timing cache (it starts with {head!r}, a "
+                f"timing cache with {TIMING_CACHE_MAGIC!r}); the build would overwrite it.",
+                hint="Give a new path or an existing timing cache file.")
 
 
 def given_profiles(s: BuildSettings) -> list[Any]:

@@ -77,6 +77,34 @@ def read_manifest(plan: Path) -> dict[str, Any] | None:
     return data
 
 
+def check_plan_digest(plan: Path, data: bytes, manifest: dict[str, Any] | None) -> None:
+    """Refuse a plan whose bytes differ from what its manifest recorded (``plan_bytes``, ``plan_sha256``).
+
+    Runs before deserializing, so a damaged, truncated or swapped plan file is never handed to the library.
+    A manifest without these fields (written by an older enginekit) is not checked.
+
+    Raises:
+        ModelLoadError: the size or sha256 differs.
+    """
+    import hashlib
+
+    if manifest is None:
+        return
+    want_size, want_sha = manifest.get("plan_bytes"), manifest.get("plan_sha256")
+    if isinstance(want_size, int) and not isinstance(want_size, bool) and want_size != len(data):
+        raise ModelLoadError(f"Engine {str(plan)!r} has {len(data)} bytes, its manifest {plan.name}.json says "
+                             f"{want_size}: the plan is truncated, damaged or not the one the manifest describes.",
+                             hint="Build it again with `enginekit build -o`, which writes the plan and its manifest "
+                             "as a pair.")
+    if isinstance(want_sha, str):
+        got = hashlib.sha256(data).hexdigest()
+        if got != want_sha:
+            raise ModelLoadError(f"Engine {str(plan)!r} has sha256 {got[:16]}…, its manifest {plan.name}.json says "
+                                 f"{want_sha[:16]}…: the plan is damaged or not the one the manifest describes.",
+                                 hint="Build it again with `enginekit build -o`, which writes the plan and its "
+                                 "manifest as a pair.")
+
+
 def check_runnable(manifest: dict[str, Any], lib: TrtLibrary, gpu_cc: str | None) -> None:
     """Say clearly, before deserializing, when this plan cannot run here (library version, GPU)."""
     if manifest.get("library") != lib.name:

@@ -124,7 +124,14 @@ def _parse_dims(text: str, label: str, field: str) -> Shape:
         raise InvalidArgumentError(
             f"--profile {text!r}: {label} {field!r} must be positive integers joined by 'x'{why}; {USAGE}."
         )
-    shape = tuple(int(d) for d in re.split(r"[xX,]", field))
+    digits = re.split(r"[xX,]", field)
+    for axis, d in enumerate(digits):
+        if len(d) > 19:  # int() refuses more than 4300 digits (ValueError), and no dim needs 20
+            raise InvalidArgumentError(
+                f"--profile {text[:80]!r}: {label} dim {axis} has {len(d)} digits; every dim must be between 1 "
+                f"and {_MAX_DIM}."
+            )
+    shape = tuple(int(d) for d in digits)
     for axis, d in enumerate(shape):
         if d < 1 or d > _MAX_DIM:
             raise InvalidArgumentError(

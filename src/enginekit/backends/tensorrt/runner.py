@@ -63,7 +63,7 @@ class TensorRTRunner(Runner):
         import torch
 
         from enginekit.backends.tensorrt.lib import CollectingLogger, load_library
-        from enginekit.backends.tensorrt.manifest import check_runnable
+        from enginekit.backends.tensorrt.manifest import check_plan_digest, check_runnable
 
         lib = load_library(self.backend)
         if not torch.cuda.is_available():
@@ -76,6 +76,7 @@ class TensorRTRunner(Runner):
         self._logger = CollectingLogger(trt)
         runtime = trt.Runtime(self._logger)
         data = plan.read_bytes()
+        check_plan_digest(plan, data, manifest)  # never deserialize a plan that is not the one described
         if lib.engine_validity:
             validity, diagnostics = runtime.get_engine_validity(data)
             if str(validity).endswith("INVALID"):
