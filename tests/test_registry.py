@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from enginekit.errors import InvalidArgumentError, UnknownNameError
+from enginekit.errors import did_you_mean as suggest
 from enginekit.multirun import Candidate, resolve_candidates
-from enginekit.registry import BACKENDS, Availability, BackendInfo, backend_names, get_backend, suggest
+from enginekit.registry import BACKENDS, Availability, BackendInfo, backend_names, get_backend
 from enginekit.settings import BackendSettings
 
 REAL = ("ort", "openvino", "paddle", "onnx-reference")

@@ -102,12 +102,12 @@ def parse_value_range(text: str) -> ValueRange:
 
 
 def _check_known(kind: str, names: Sequence[str], specs: Sequence[TensorSpec]) -> None:
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     known = [s.name for s in specs]
     for n in names:
         if n not in known:
-            raise FeedError(f"{kind} names input {n!r}, which the model does not have{suggest(n, known)}. "
+            raise FeedError(f"{kind} names input {n!r}, which the model does not have{did_you_mean(n, known)}. "
                             f"Model inputs: {', '.join(known)}.")
 
 

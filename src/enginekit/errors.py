@@ -6,6 +6,9 @@ Exit codes (shared by every subcommand):
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -90,3 +93,9 @@ class BuildError(EnginekitError):
 
 class InternalError(EnginekitError):
     """A bug in enginekit. Exit code 4."""
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """'; did you mean X?' for the closest choice, or ''."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -5,15 +5,14 @@ The registry holds no per-call state. Runner modules are imported only when a ru
 
 from __future__ import annotations
 
-import difflib
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from enginekit.deps import KNOWN, is_installed
-from enginekit.errors import InvalidArgumentError, UnknownNameError
+from enginekit.errors import InvalidArgumentError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
@@ -22,12 +21,6 @@ if TYPE_CHECKING:
 
 # Compute capabilities TensorRT-RTX engines run on (its builder's ComputeCapability targets).
 RTX_CAPABILITIES: tuple[str, ...] = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
-
-
-def suggest(name: str, choices: Sequence[str]) -> str:
-    """'; did you mean X?' for the closest choice, or ''."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 @dataclass(frozen=True)
@@ -233,5 +226,5 @@ def get_backend(name: str) -> BackendInfo:
             return b
     everything = backend_names() + [a for b in BACKENDS for a in b.aliases]
     raise UnknownNameError(
-        f"Unknown backend {name!r}{suggest(key, everything)} Known backends: {', '.join(backend_names())}."
+        f"Unknown backend {name!r}{did_you_mean(key, everything)} Known backends: {', '.join(backend_names())}."
     )

@@ -44,7 +44,7 @@ GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exte
 
 def resolve_providers(requested: tuple[str, ...]) -> list[str]:
     """Map short names (cpu, cuda, trt) to provider names and check them against the installed build."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     ort = require("onnxruntime", purpose="the 'ort' backend")
     available: list[str] = list(ort.get_available_providers())
@@ -56,7 +56,7 @@ def resolve_providers(requested: tuple[str, ...]) -> list[str]:
         if full not in available:
             raise InvalidArgumentError(
                 f"--ort-providers {name!r}: provider {full!r} is not available in this onnxruntime build"
-                f"{suggest(full, available)} Available: {', '.join(available)}.",
+                f"{did_you_mean(full, available)} Available: {', '.join(available)}.",
                 hint="GPU providers need the onnxruntime-gpu package (and no plain onnxruntime beside it).",
             )
         out.append(full)

@@ -47,10 +47,11 @@ _REDUCED = {"fp16": "float16", "bf16": "bfloat16"}
 
 def check_choice(flag: str, value: str, choices: Sequence[str]) -> str:
     """``value`` when it is one of ``choices``; else InvalidArgumentError listing them (and the closest)."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     if value not in choices:
-        raise InvalidArgumentError(f"{flag} {value!r}: choose one of {', '.join(choices)}{suggest(value, choices)}")
+        raise InvalidArgumentError(
+            f"{flag} {value!r}: choose one of {', '.join(choices)}{did_you_mean(value, choices)}")
     return value
 
 

@@ -95,14 +95,14 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 def check_shapes(model: onnx.ModelProto, shapes: Shapes, what: str = "--profile") -> None:
     """Raise a user error when ``shapes`` names an input the model lacks or gives it another rank."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim) if vi.type.tensor_type.HasField("shape") else None
              for vi in _graph_inputs(model)}
     for name, given in shapes.items():
         if name not in ranks:
             raise UnknownNameError(f"{what} names input {name!r}, which the model does not have"
-                                   f"{suggest(name, list(ranks))}. Model inputs: {', '.join(ranks) or '(none)'}.")
+                                   f"{did_you_mean(name, list(ranks))}. Model inputs: {', '.join(ranks) or '(none)'}.")
         for shape in given:
             if ranks[name] is not None and len(shape) != ranks[name]:
                 raise InvalidArgumentError(f"{what} gives input {name!r} rank {len(shape)}; the model input has "

@@ -353,14 +353,15 @@ def convert_opset(model: onnx.ModelProto, ctx: PassContext) -> PassOutput:
 
 def check_fixed_shapes(model: onnx.ModelProto, shapes: Iterable[InputShape]) -> None:
     """Raise a user error when a ``--fix-input-shapes`` value does not fit the model's inputs."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     specs = {s.name: s for s in input_specs(model)}
     for fixed in shapes:
         spec = specs.get(fixed.name)
         arg = f"--fix-input-shapes {fixed.to_arg()}"
         if spec is None:
-            raise UnknownNameError(f"{arg}: the model has no input {fixed.name!r}{suggest(fixed.name, list(specs))}. "
+            raise UnknownNameError(f"{arg}: the model has no input "
+                                   f"{fixed.name!r}{did_you_mean(fixed.name, list(specs))}. "
                                    f"Model inputs: {', '.join(specs) or '(none)'}.")
         if fixed.dtype and fixed.dtype != spec.dtype:
             raise InvalidArgumentError(f"{arg}: dtype {fixed.dtype} differs from the model's {spec.dtype} "

@@ -167,13 +167,13 @@ def save_plan(plan: PrecisionPlan, path: str | Path) -> Path:
 
 def check_plan_nodes(plan: PrecisionPlan, model: onnx.ModelProto) -> None:
     """Raise UnknownNameError (with a suggestion) when the plan names nodes the model's graph lacks."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     known = [n.name for n in model.graph.node if n.name]
     known_set = set(known)
     unknown = [name for name in plan.node_names() if name not in known_set]
     if unknown:
-        shown = "; ".join(f"{name!r}{suggest(name, known)}" for name in unknown[:5])
+        shown = "; ".join(f"{name!r}{did_you_mean(name, known)}" for name in unknown[:5])
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise UnknownNameError(
             f"The precision plan keeps {len(unknown)} node(s) in FP32 that the model does not have: {shown}{more}. "
@@ -183,10 +183,10 @@ def check_plan_nodes(plan: PrecisionPlan, model: onnx.ModelProto) -> None:
 
 def _check_precision(precision: str, what: str, allowed: Sequence[str] = PRECISIONS) -> None:
     if precision not in allowed:
-        from enginekit.registry import suggest
+        from enginekit.errors import did_you_mean
 
         raise InvalidArgumentError(f"{what} {precision!r} is not one of {', '.join(allowed)}"
-                                   f"{suggest(str(precision), allowed)}.")
+                                   f"{did_you_mean(str(precision), allowed)}.")
 
 
 # --- conversion result and numbers ------------------------------------------------------------

@@ -141,12 +141,13 @@ class PrepareResult:
 
 def resolve_passes(settings: PrepareSettings, registry: Mapping[str, PassFn]) -> list[str]:
     """Pass names in run order: fix-input-shapes and opset (when asked for) first, then ``settings.passes``."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     known = list(registry)
     for name in settings.passes:
         if name not in registry:
-            raise UnknownNameError(f"Unknown pass {name!r}{suggest(name, known)} Known passes: {', '.join(known)}.")
+            raise UnknownNameError(
+                f"Unknown pass {name!r}{did_you_mean(name, known)} Known passes: {', '.join(known)}.")
     names = list(settings.passes)
     if settings.target_opset is not None:
         top = onnx.defs.onnx_opset_version()

@@ -132,14 +132,14 @@ def load_calibration_feeds(path: str | Path, input_specs: Sequence[TensorSpec] |
 
 
 def _select_inputs(arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec] | None, where: str) -> Feed:
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     if specs is None:
         return dict(arrays)
 
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
-        hints = "; ".join(f"{m!r}{suggest(m, list(arrays))}" for m in missing)
+        hints = "; ".join(f"{m!r}{did_you_mean(m, list(arrays))}" for m in missing)
         raise FeedError(f"Calibration data {where} lacks model input(s) {hints}. It holds: "
                         f"{', '.join(arrays) or '(nothing)'}; model inputs: {', '.join(s.name for s in specs)}.")
     extra = [k for k in arrays if k not in {s.name for s in specs}]
@@ -242,13 +242,13 @@ class Quantizer:
                  method: str = "minmax", per_channel: bool = True, op_types: Sequence[str] = WEIGHTED_OPS,
                  preprocess: bool = True) -> None:
         require("onnxruntime", purpose="INT8 quantization")
+        from enginekit.errors import did_you_mean
         from enginekit.graph.io import input_specs
         from enginekit.graph.load import load_model
-        from enginekit.registry import suggest
 
         if method not in METHODS:
             raise InvalidArgumentError(f"Calibration method {method!r} is not one of {', '.join(METHODS)}"
-                                       f"{suggest(method, METHODS)}.")
+                                       f"{did_you_mean(method, METHODS)}.")
         self.method, self.per_channel, self.op_types = method, per_channel, tuple(op_types)
         self._tmp = tempfile.TemporaryDirectory(prefix="enginekit-quant-")
         self.work = Path(self._tmp.name)
@@ -326,13 +326,13 @@ class Quantizer:
         """The Q/DQ model with ``exclude_nodes`` (ONNX node names) left in float; see :func:`quantize_qdq`."""
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        from enginekit.registry import suggest
+        from enginekit.errors import did_you_mean
 
         start = time.perf_counter()
         unknown = [n for n in exclude_nodes if n not in set(self.names)]
         if unknown:
             raise UnknownNameError("Nodes to exclude from quantization are not in the model: "
-                                   + "; ".join(f"{n!r}{suggest(n, self.names)}" for n in unknown) + ".")
+                                   + "; ".join(f"{n!r}{did_you_mean(n, self.names)}" for n in unknown) + ".")
         calibrate = {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
                      "percentile": CalibrationMethod.Percentile}[self.method]
         extra = {**TENSORRT_EXTRA_OPTIONS, "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}

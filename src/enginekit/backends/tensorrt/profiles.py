@@ -318,7 +318,7 @@ def validate_profiles(profiles: Sequence[Profile], inputs: Sequence[TensorSpec])
             raise missing_profiles_error(specs)
         return ()
     by_name = {s.name: s for s in specs}
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     out: list[Profile] = []
     for i, profile in enumerate(profiles):
@@ -331,7 +331,7 @@ def validate_profiles(profiles: Sequence[Profile], inputs: Sequence[TensorSpec])
             if spec is None:
                 raise UnknownNameError(
                     f"Profile {i}: --profile {r.to_arg()} names input {r.name!r}, which the model does not have"
-                    f"{suggest(r.name, list(by_name))}. Model inputs: {', '.join(by_name) or '(none)'}."
+                    f"{did_you_mean(r.name, list(by_name))}. Model inputs: {', '.join(by_name) or '(none)'}."
                 )
             _check_range(i, r, spec)
         missing = [s for s in dynamic if s.name not in seen]

@@ -99,13 +99,13 @@ def table_versions(target: str) -> list[str]:
 
 def normalize_target(name: str) -> str:
     """Canonical target name; raises :class:`UnknownNameError` with a suggestion for unknown names."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     key = name.strip().lower()
     key = TARGET_ALIASES.get(key, key)
     if key not in TARGETS:
         raise UnknownNameError(
-            f"Unknown lint target {name!r}{suggest(key, [*TARGETS, *TARGET_ALIASES])}",
+            f"Unknown lint target {name!r}{did_you_mean(key, [*TARGETS, *TARGET_ALIASES])}",
             hint=f"Choose one of {', '.join(TARGETS)}; TensorRT takes a version: tensorrt==8.5|8.6|10|11.",
         )
     return key
@@ -127,7 +127,7 @@ def parse_target(text: str) -> tuple[str, str | None]:
 
 def table_key(target: str, version: str) -> str:
     """The support-table key of ``version`` ("8.5.3" -> "8.5", "10.3" -> "10", "1.7.1" -> "1")."""
-    from enginekit.registry import suggest
+    from enginekit.errors import did_you_mean
 
     keys = table_versions(target)
     parts = version.split(".")
@@ -137,7 +137,7 @@ def table_key(target: str, version: str) -> str:
             return candidate
     shown = "tensorrt-rtx" if target == TENSORRT_RTX else "tensorrt"
     raise UnknownNameError(
-        f"{shown}=={version} is not in the support table (versions: {', '.join(keys)}){suggest(version, keys)}",
+        f"{shown}=={version} is not in the support table (versions: {', '.join(keys)}){did_you_mean(version, keys)}",
         hint=f"Use one of {', '.join(f'{shown}=={k}' for k in keys)}, or leave the version out.",
     )
 
