@@ -28,6 +28,8 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check src tests examples
+	# the layer order of docs/ARCHITECTURE.md and no import circles (contracts in pyproject.toml)
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enginekit.backends.openvino import cpu_supports_bf16
 from enginekit.compare import CompareSettings, parse_tolerances
 from enginekit.compare.per_precision import settings_for_precision
 from enginekit.errors import EXIT_CHECK_FAILED, EXIT_OK
+from enginekit.hardware import cpu_supports_bf16
 from enginekit.pipeline import optimize
 from enginekit.settings import BackendSettings, OptimizeSettings, TimingSettings
 
-FAST = TimingSettings(warmup_s=0.0, warmup_runs=1, min_runs=3, min_time_s=0.0)
+FAST = TimingSettings(warmup_s=0.0, warmup_iterations=1, iterations=3, duration_s=0.0)
 
 
 def _steps(result: object) -> dict[str, str]:
@@ -140,8 +140,8 @@ def test_optimize_pytorch_source_exports_prepares_and_runs(tmp_path: Path) -> No
 
 def test_optimize_export_verification_failure_stops_before_backends(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    from enginekit.export.shapes import parse_dynamic
     from enginekit.settings import ExportSettings
+    from enginekit.sources.shapes import parse_dynamic
 
     models = Path(__file__).parent / "export" / "models_for_export.py"
     result = optimize(OptimizeSettings(

@@ -156,7 +156,8 @@ def test_resolve_candidates_reference_by_alias() -> None:
 
 def test_model_formats(tmp_path, mlp_model) -> None:  # type: ignore[no-untyped-def]
     from enginekit.errors import InvalidArgumentError
-    from enginekit.registry import check_format, model_format
+    from enginekit.registry import check_format
+    from enginekit.sources.detect import model_format
 
     assert model_format(mlp_model) == "onnx"
     (tmp_path / "m.json").write_text('{"magic":"pir"}')
@@ -170,7 +171,7 @@ def test_model_formats(tmp_path, mlp_model) -> None:  # type: ignore[no-untyped-
 
 
 def test_tensorrt_backends_say_why_they_cannot_run_here() -> None:
-    from enginekit.doctor import nvidia_smi_gpus
+    from enginekit.hardware import nvidia_smi_gpus
 
     if nvidia_smi_gpus():
         pytest.skip("this machine has an NVIDIA GPU")

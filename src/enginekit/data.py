@@ -14,12 +14,15 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from enginekit.errors import FeedError, InvalidArgumentError
 from enginekit.tensors import TensorSpec, describe_array, normalize_dtype, shape_matches
+
+if TYPE_CHECKING:
+    from enginekit.settings import FeedSettings
 
 log = logging.getLogger(__name__)
 
@@ -451,3 +454,18 @@ def check_npz_target(path: str | Path) -> Path:
     if parent is not None and not parent.is_dir():
         raise InvalidArgumentError(f"Cannot write {str(p)!r}: {str(parent)!r} is a file, not a folder.")
     return p
+
+
+def prepare_feed(specs: Sequence[TensorSpec], settings: FeedSettings) -> dict[str, np.ndarray]:
+    """Feed from --load-inputs, or seeded random data at --input shapes; validated against the model."""
+    if settings.load_inputs is not None:
+        feed = load_arrays(settings.load_inputs)
+        where = f"--load-inputs {settings.load_inputs}"
+    else:
+        feed = random_feed(specs, resolve_shapes(specs, settings.inputs), seed=settings.seed,
+                           ranges=settings.val_ranges)
+        where = "random feed"
+    check_feed(specs, feed, where=where)
+    if not settings.allow_nonfinite:
+        check_finite(feed, where=where)
+    return feed

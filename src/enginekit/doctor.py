@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
 from enginekit.deps import dist_version, is_installed
+from enginekit.hardware import nvidia_smi_gpus
 from enginekit.registry import RTX_CAPABILITIES
 
 # ONNX Runtime ships as several distributions that all install the same `onnxruntime` module.
@@ -43,23 +42,6 @@ def _installed_dists(prefix: str) -> dict[str, str]:
         if name.startswith(prefix):
             found[name] = d.version
     return found
-
-
-def nvidia_smi_gpus() -> list[dict[str, str]]:
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        text = subprocess.run([exe, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in text.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 3:
-            gpus.append({"name": parts[0], "compute_capability": parts[1], "driver": parts[2]})
-    return gpus
 
 
 def collect() -> Report:

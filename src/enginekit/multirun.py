@@ -24,18 +24,18 @@ from enginekit.errors import (
     InvalidArgumentError,
     MissingDependencyError,
 )
-from enginekit.registry import get_backend
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS, get_backend
+from enginekit.status import Status
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
     from enginekit.compare import CompareResult, CompareSettings
-    from enginekit.settings import BackendSettings, FeedSettings, RunSettings
+    from enginekit.settings import BackendSettings, RunSettings
     from enginekit.tensors import TensorSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-OK, FAILED, ERROR, SKIPPED = "ok", "failed", "error", "skipped"
 
 
 @dataclass(frozen=True)
@@ -104,11 +104,11 @@ def use_runner(
     work: Callable[[Runner], T],
 ) -> tuple[BackendRow, T | None]:
     """Create, load and use a runner; any failure becomes the row's status and reason."""
-    row = BackendRow(candidate.backend, candidate.precision, OK, instance=candidate.instance)
+    row = BackendRow(candidate.backend, candidate.precision, Status.OK, instance=candidate.instance)
     info = get_backend(candidate.backend)
     avail = info.available()
     if not avail.ok:
-        row.status, row.reason = SKIPPED, avail.reason
+        row.status, row.reason = Status.SKIPPED, avail.reason
         return row, None
     try:
         runner = info.create_runner(model, settings, candidate.precision)
@@ -119,13 +119,13 @@ def use_runner(
             row.details = runner.describe()  # after the work: compilations, graph breaks, eager fallbacks
         return row, value
     except (MissingDependencyError, HardwareUnavailableError) as exc:
-        row.status, row.reason = SKIPPED, str(exc)
+        row.status, row.reason = Status.SKIPPED, str(exc)
     except EnginekitError as exc:
-        row.status, row.reason = ERROR, str(exc)
+        row.status, row.reason = Status.ERROR, str(exc)
         _name_failing_node(row, exc, model)
     except Exception as exc:  # noqa: BLE001 - a backend's own failure becomes a row, never a crash
         log.debug("backend %s failed", candidate.label, exc_info=True)
-        row.status, row.reason = ERROR, f"{type(exc).__name__}: {exc}".strip()
+        row.status, row.reason = Status.ERROR, f"{type(exc).__name__}: {exc}".strip()
         _name_failing_node(row, exc, model)
     return row, None
 
@@ -148,23 +148,6 @@ def _name_failing_node(row: BackendRow, exc: BaseException, model: Path) -> None
         row.reason = f"{node}: {row.reason}"
 
 
-def prepare_feed(specs: Sequence[TensorSpec], settings: FeedSettings) -> dict[str, np.ndarray]:
-    """Feed from --load-inputs, or seeded random data at --input shapes; validated against the model."""
-    from enginekit.data import check_feed, check_finite, load_arrays, random_feed, resolve_shapes
-
-    if settings.load_inputs is not None:
-        feed = load_arrays(settings.load_inputs)
-        where = f"--load-inputs {settings.load_inputs}"
-    else:
-        feed = random_feed(specs, resolve_shapes(specs, settings.inputs), seed=settings.seed,
-                           ranges=settings.val_ranges)
-        where = "random feed"
-    check_feed(specs, feed, where=where)
-    if not settings.allow_nonfinite:
-        check_finite(feed, where=where)
-    return feed
-
-
 @dataclass
 class RunResult:
     model: str
@@ -174,13 +157,13 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        return all(r.status == OK for r in self.rows)
+        return all(r.status == Status.OK for r in self.rows)
 
     @property
     def exit_code(self) -> int:
-        if any(r.status in (FAILED, ERROR) for r in self.rows):
+        if any(r.status in (Status.FAILED, Status.ERROR) for r in self.rows):
             return EXIT_CHECK_FAILED
-        if any(r.status == SKIPPED for r in self.rows):
+        if any(r.status == Status.SKIPPED for r in self.rows):
             return EXIT_MISSING_DEPENDENCY
         return EXIT_OK
 
@@ -205,7 +188,8 @@ class RunResult:
 
 def weak_reasons(rows: Sequence[BackendRow]) -> list[str]:
     """The weak-reference reasons of passing rows, each once, in row order."""
-    return list(dict.fromkeys(r for row in rows if row.status == OK for r in row.details.get("weak_reference", [])))
+    return list(dict.fromkeys(r for row in rows if row.status == Status.OK
+                              for r in row.details.get("weak_reference", [])))
 
 
 def compare_rows(
@@ -218,10 +202,10 @@ def compare_rows(
     from enginekit.compare.reference_quality import weak_reference_reasons
 
     for row in rows:
-        if row.status != OK or row.outputs is None:
+        if row.status != Status.OK or row.outputs is None:
             continue
-        if reference.status != OK or reference.outputs is None:
-            row.status, row.reason = SKIPPED, f"reference {reference.label} has no outputs ({reference.status})"
+        if reference.status != Status.OK or reference.outputs is None:
+            row.status, row.reason = Status.SKIPPED, f"reference {reference.label} has no outputs ({reference.status})"
             continue
         settings = settings_for(row.precision)
         if row is reference:  # the reference against itself: its NaNs are its own (only --validate fails them)
@@ -232,7 +216,7 @@ def compare_rows(
             row.details["weak_reference"] = weak
         if not row.comparison.passed:
             failed = [o.name for o in row.comparison.outputs if not o.passed]
-            row.status = FAILED
+            row.status = Status.FAILED
             row.reason = "; ".join(
                 f"{o.name}: {o.reason}" for o in row.comparison.outputs if not o.passed and o.reason
             ) or f"outputs outside tolerance: {', '.join(failed)}"
@@ -278,11 +262,11 @@ def model_io(
     sources, inputs from ``--input`` and outputs from one eager CPU run. ``check`` runs the ONNX checker on an
     ONNX model (an invalid graph is a user error, as in `inspect`)."""
     if fmt in ("torch", "aoti"):
-        from enginekit.backends.torch_common import torch_source_io
+        from enginekit.backends.torch_io import torch_source_io
 
         torch_inputs = settings.torch_inputs if settings is not None else ()
         trusted = settings is not None and settings.trust_remote_code
-        from enginekit.backends.torch_load import check_source_trust
+        from enginekit.sources.torch_load import check_source_trust
 
         check_source_trust(path, trusted)  # before anything else about a file that runs code when loaded
         if fmt == "torch" and not torch_inputs:  # an AOTI package carries its own specs
@@ -293,7 +277,8 @@ def model_io(
 
         return engine_io(path)
     if fmt == "paddle":
-        from enginekit.backends.paddle import read_program_info, resolve_paddle_model
+        from enginekit.backends.paddle import read_program_info
+        from enginekit.sources.paddle_files import resolve_paddle_model
 
         info = read_program_info(resolve_paddle_model(path))
         return list(info.inputs), list(info.outputs)
@@ -330,7 +315,7 @@ def check_plan_candidates(cands: Sequence[Candidate], settings: BackendSettings,
     assert settings.precision_plan is not None
     plan = load_plan(settings.precision_plan)
 
-    reduced = [c for c in cands if c.precision in ("fp16", "bf16")]
+    reduced = [c for c in cands if c.precision in REDUCED_FLOAT_PRECISIONS]
     users = [c for c in reduced if c.precision in get_backend(c.backend).plan_precisions]
     wrong = [c.label for c in users if c.precision != plan.precision]
     if wrong:
@@ -373,7 +358,8 @@ def _default_precisions(settings: RunSettings, fmt: str) -> dict[str, str]:
 def run_backends(settings: RunSettings) -> RunResult:
     """The library call behind `enginekit run`."""
     from enginekit.compare import settings_for_precision, validate_tolerance_names
-    from enginekit.registry import check_format, model_format
+    from enginekit.registry import check_format
+    from enginekit.sources.detect import model_format
 
     fmt = model_format(settings.model)
     cands, ref = resolve_candidates(settings.backends, settings.reference, _default_precisions(settings, fmt),
@@ -390,6 +376,8 @@ def run_backends(settings: RunSettings) -> RunResult:
 
         check_plan_nodes(load_plan(settings.backend.precision_plan),
                          load_model(Path(plan_model), load_external_data=False, check=False))
+    from enginekit.data import prepare_feed
+
     feed = prepare_feed(inputs, settings.feeds)
     ordered = [ref] + [c for c in cands if c != ref]
     rows: dict[Candidate, BackendRow] = {}

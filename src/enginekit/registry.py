@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from enginekit.settings import BackendSettings
 
 
+# Precisions, declared once: the runners, the builders and the precision plans take them from here.
+REDUCED_FLOAT_PRECISIONS: tuple[str, ...] = ("fp16", "bf16")  # reduced floats: fp16/bf16 conversions and plans
+TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", *REDUCED_FLOAT_PRECISIONS)  # PyTorch-native backends
+TENSORRT_PRECISIONS: tuple[str, ...] = ("fp32", *REDUCED_FLOAT_PRECISIONS, "int8", "best")  # TensorRT builders
+
 # Compute capabilities TensorRT-RTX engines run on (its builder's ComputeCapability targets).
 RTX_CAPABILITIES: tuple[str, ...] = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 
@@ -102,8 +107,8 @@ BACKENDS: tuple[BackendInfo, ...] = (
         runner="enginekit.backends.tensorrt.runner:TensorRTRunner",
         requires=("tensorrt", "torch"),
         devices=("cuda",),
-        precisions=("fp32", "fp16", "bf16", "int8", "best"),
-        plan_precisions=("fp16", "bf16"),  # the engine is built with the plan
+        precisions=TENSORRT_PRECISIONS,
+        plan_precisions=REDUCED_FLOAT_PRECISIONS,  # the engine is built with the plan
         aliases=("trt",),
         formats=("onnx", "engine"),
         extra_check=lambda: _gpu_check(None),
@@ -115,8 +120,8 @@ BACKENDS: tuple[BackendInfo, ...] = (
         runner="enginekit.backends.tensorrt.runner:TensorRTRtxRunner",
         requires=("tensorrt_rtx", "torch"),
         devices=("cuda",),
-        precisions=("fp32", "fp16", "bf16", "int8", "best"),
-        plan_precisions=("fp16", "bf16"),  # the engine is built with the plan
+        precisions=TENSORRT_PRECISIONS,
+        plan_precisions=REDUCED_FLOAT_PRECISIONS,  # the engine is built with the plan
         aliases=("trt-rtx", "tensorrt_rtx", "rtx"),
         formats=("onnx", "engine"),
         extra_check=lambda: _gpu_check(RTX_CAPABILITIES),
@@ -127,8 +132,8 @@ BACKENDS: tuple[BackendInfo, ...] = (
         runner="enginekit.backends.torch_eager:TorchEagerRunner",
         requires=("torch",),
         devices=("cpu", "cuda"),
-        precisions=("fp32", "tf32", "fp16", "bf16"),
-        plan_precisions=("fp16", "bf16"),
+        precisions=TORCH_PRECISIONS,
+        plan_precisions=REDUCED_FLOAT_PRECISIONS,
         aliases=("pytorch", "eager"),
         formats=("torch",),
     ),
@@ -139,8 +144,8 @@ BACKENDS: tuple[BackendInfo, ...] = (
         runner="enginekit.backends.inductor:InductorRunner",
         requires=("torch",),
         devices=("cpu", "cuda"),
-        precisions=("fp32", "tf32", "fp16", "bf16"),
-        plan_precisions=("fp16", "bf16"),
+        precisions=TORCH_PRECISIONS,
+        plan_precisions=REDUCED_FLOAT_PRECISIONS,
         aliases=("torch-compile", "compile"),
         formats=("torch",),
     ),
@@ -151,7 +156,7 @@ BACKENDS: tuple[BackendInfo, ...] = (
         runner="enginekit.backends.aoti:AotiRunner",
         requires=("torch",),
         devices=("cpu", "cuda"),
-        precisions=("fp32", "tf32", "fp16", "bf16"),
+        precisions=TORCH_PRECISIONS,
         aliases=("aotinductor",),
         formats=("torch", "aoti"),
     ),
@@ -168,28 +173,12 @@ BACKENDS: tuple[BackendInfo, ...] = (
         description="onnx.reference.ReferenceEvaluator: slow, pure Python/numpy, independent of any runtime",
         runner="enginekit.backends.onnx_reference:ReferenceRunner",
         requires=("onnx",),
-        precisions=("fp32", "fp16", "bf16"),
+        precisions=("fp32", *REDUCED_FLOAT_PRECISIONS),
         default_precisions=("fp32",),
-        plan_precisions=("fp16", "bf16"),
+        plan_precisions=REDUCED_FLOAT_PRECISIONS,
         aliases=("reference", "onnx_reference", "ref"),
     ),
 )
-
-
-def model_format(path: str | Path) -> str:
-    """"onnx", "engine", "torch", "aoti" or "paddle" (from names and zip directories; nothing is imported)."""
-    from enginekit.backends.paddle import looks_like_paddle_model
-
-    if str(path).lower().endswith(".onnx"):
-        return "onnx"
-    if str(path).lower().endswith((".engine", ".plan", ".trt")):
-        return "engine"
-    from enginekit.backends.torch_common import torch_model_format
-
-    torch_fmt = torch_model_format(path)
-    if torch_fmt is not None:
-        return torch_fmt
-    return "paddle" if looks_like_paddle_model(path) else "onnx"
 
 
 def check_format(info: BackendInfo, fmt: str) -> None:
@@ -202,16 +191,16 @@ def check_format(info: BackendInfo, fmt: str) -> None:
 
 def _gpu_check(capabilities: tuple[str, ...] | None) -> Availability:
     """An NVIDIA GPU (seen by nvidia-smi; no CUDA library is loaded) with a supported compute capability."""
-    from enginekit.doctor import nvidia_smi_gpus
+    from enginekit.hardware import gpu_unavailable_reason
 
-    gpus = nvidia_smi_gpus()
-    if not gpus:
-        return Availability(False, "no NVIDIA GPU here: engines can be built (enginekit build) but not run")
-    cc = gpus[0]["compute_capability"]
-    if capabilities is not None and cc not in capabilities:
-        return Availability(False, f"{gpus[0]['name']} (compute capability {cc}) cannot run these engines; they "
-                            f"run on {', '.join(capabilities)}")
-    return Availability(True)
+    reason = gpu_unavailable_reason(capabilities)
+    return Availability(False, reason) if reason else Availability(True)
+
+
+def declared_precisions(name: str) -> tuple[str, ...]:
+    """The precisions the registry declares for the backend ``name`` (fp32 alone for a runner it does not list)."""
+    info = next((b for b in BACKENDS if b.name == name), None)
+    return info.precisions if info is not None else ("fp32",)
 
 
 def backend_names() -> list[str]:

@@ -19,6 +19,7 @@ EXPORT_TOLERANCE = 1e-4
 __all__ = [
     "BackendSettings",
     "CompareSettings",
+    "DebugSettings",
     "DynamicDim",
     "ExportSettings",
     "FeedSettings",
@@ -76,25 +77,25 @@ class BackendSettings:
 
 @dataclass(frozen=True)
 class TimingSettings:
-    """The short timed loop of `optimize` (the full benchmark protocol is `enginekit bench`)."""
+    """One timed loop, declared once: warm-up, then measurement. These defaults are the short loop of `optimize`;
+    `enginekit bench` (BenchSettings, a TimingSettings) measures longer with the same fields."""
 
-    warmup_s: float = 0.2
-    warmup_runs: int = 3
-    min_runs: int = 20
-    min_time_s: float = 0.5
-    max_runs: int = 100_000
-    max_time_s: float = 10.0  # stop early (after at least one run) for very slow backends
+    warmup_s: float = 0.2  # warm-up by time (and at least warmup_iterations), excluded from the samples
+    warmup_iterations: int = 3
+    duration_s: float = 0.5  # measure at least this long ...
+    iterations: int = 20  # ... and at least this many iterations
+    max_iterations: int = 100_000
+    max_time_s: float | None = 10.0  # stop early (after at least one run) for very slow backends; None: never
 
 
 @dataclass(frozen=True)
-class BenchSettings:
+class BenchSettings(TimingSettings):
     """`enginekit bench`: one timing protocol for every backend (trtexec-like statistics)."""
 
-    warmup_s: float = 0.5  # warm-up by time (and at least warmup_iterations)
-    warmup_iterations: int = 3
-    duration_s: float = 3.0  # measure at least this long ...
-    iterations: int = 20  # ... and at least this many iterations
+    warmup_s: float = 0.5
+    duration_s: float = 3.0
     max_iterations: int = 1_000_000
+    max_time_s: float | None = None  # a benchmark runs as long as asked
     batches: tuple[int, ...] = ()  # sweep the leading dim of every input
     shapes: tuple[tuple[InputShape, ...], ...] = ()  # sweep explicit shape sets
     baseline: str | None = None  # candidate label the speed-up is measured against (default: the first)
@@ -138,6 +139,24 @@ class OptimizeSettings:
     dataset: Path | None = None  # .npz with model inputs and "labels"
     batch_size: int = 0  # dataset batch size; 0: whole dataset at once when the model allows it
     report_dir: Path = Path("enginekit-report")
+
+
+@dataclass(frozen=True)
+class DebugSettings:
+    """`enginekit debug precision`: the FP32 islands that make an FP16/BF16/INT8 model pass (also run by
+    `optimize` on a low-precision candidate that failed verification)."""
+
+    precision: str = "fp16"  # fp16 | bf16 | int8 (Q/DQ; the plan lists nodes left out of quantization)
+    backend: str | None = None  # runs the candidates: onnx-reference | ort; None: per precision (int8: ort)
+    reference: str = "fp32"  # fp32 (onnxruntime) | fp64 (the model widened to float64, reference evaluator)
+    calibration: Path | None = None  # int8: calibration feeds (.npz or a folder); None: the debug feeds
+    calib_method: str = "minmax"  # int8: minmax | entropy | percentile
+    compare: CompareSettings = field(default_factory=CompareSettings)  # scale-aware per precision
+    check: str | None = None  # judge candidates with this command instead ($MODEL / {model}; exit 0 = good)
+    max_evaluations: int = 200
+    range_analysis: bool = True  # start from range analysis' risky nodes (else from bisection)
+    # pass even when the reference is near-constant or saturated on the feeds (else the verdict is inconclusive)
+    allow_weak_reference: bool = False
 
 
 @dataclass(frozen=True)

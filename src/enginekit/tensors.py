@@ -38,6 +38,11 @@ ONNX_TYPE_NAMES: dict[int, str] = {
     21: "uint4",
     22: "int4",
 }
+NUMPY_TO_ONNX: dict[str, int] = {name: t for t, name in ONNX_TYPE_NAMES.items()}
+# The ONNX float element types (float32, float16, bfloat16, float64) and their numpy dtype names.
+ONNX_FLOAT_TYPES: dict[int, str] = {t: ONNX_TYPE_NAMES[t] for t in (1, 10, 16, 11)}
+# Float precision names (--precision) -> numpy dtype name of the values they compute in.
+PRECISION_DTYPES: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64"}
 DTYPE_ALIASES: dict[str, str] = {
     "fp32": "float32",
     "float": "float32",
@@ -55,6 +60,29 @@ DTYPE_ALIASES: dict[str, str] = {
     "i8": "int8",
     "u8": "uint8",
 }
+
+
+def onnx_type_name(elem_type: int) -> str:
+    """numpy-style name of an ONNX element type ("float32", "bfloat16"); for a type the table above lacks, onnx's
+    own name in lower case ("float4e2m1"), else "onnx-type-N"."""
+    name = ONNX_TYPE_NAMES.get(elem_type)
+    if name is not None:
+        return name
+    if elem_type:
+        import onnx
+
+        try:
+            return str(onnx.TensorProto.DataType.Name(elem_type)).lower()
+        except ValueError:
+            pass
+    return f"onnx-type-{elem_type}"
+
+
+def onnx_type_str(elem_type: int) -> str:
+    """The type string of ONNX operator schemas for a tensor of ``elem_type`` ("tensor(float)", "tensor(double)")."""
+    import onnx
+
+    return f"tensor({onnx.TensorProto.DataType.Name(elem_type).lower()})"
 
 
 def normalize_dtype(name: str) -> str | None:

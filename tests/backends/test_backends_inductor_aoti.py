@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enginekit.compare import CompareSettings, Tolerances, compare_outputs
-from enginekit.errors import BackendError, FeedError, InvalidArgumentError, ModelLoadError
-from enginekit.settings import BackendSettings
+from enginekit.compare import CompareSettings, Tolerances, compare_outputs  # noqa: E402
+from enginekit.errors import BackendError, FeedError, InvalidArgumentError, ModelLoadError  # noqa: E402
+from enginekit.settings import BackendSettings  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
 from enginekit.backends.aoti import AotiPackage, AotiRunner, build_aoti_package  # noqa: E402
 from enginekit.backends.inductor import InductorRunner, recompile_limit  # noqa: E402
-from enginekit.backends.torch_common import is_aoti_package, torch_model_format, torch_source_io  # noqa: E402
 from enginekit.backends.torch_eager import TorchEagerRunner  # noqa: E402
+from enginekit.backends.torch_io import torch_source_io  # noqa: E402
+from enginekit.sources.detect import is_aoti_package, torch_model_format  # noqa: E402
 
 MODELS = str(Path(__file__).with_name("torch_models.py"))
 CONV, ENC, MLP = (Path(f"{MODELS}:{name}") for name in ("convnet", "encoder", "mlp"))
@@ -255,7 +256,7 @@ def test_run_backends_flow(monkeypatch: pytest.MonkeyPatch) -> None:
 def _patch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     import enginekit.multirun as multirun
     import enginekit.registry as registry
-    from enginekit.backends.torch_common import torch_source_io
+    from enginekit.backends.torch_io import torch_source_io
 
     torch_precisions = ("fp32", "tf32", "fp16", "bf16")
     extra = (

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enginekit.backends.paddle import PaddleRunner, looks_like_paddle_model, resolve_paddle_model
+from enginekit.backends.paddle import PaddleRunner
 from enginekit.compare import CompareSettings, Tolerances, compare_outputs
 from enginekit.errors import FeedError, ModelLoadError
 from enginekit.settings import BackendSettings
+from enginekit.sources.paddle_files import looks_like_paddle_model, resolve_paddle_model
 from enginekit.tensors import TensorSpec
 from paddle_models import save_resnet18  # type: ignore[import-not-found]  # tests/paddle_models.py
 

@@ -58,7 +58,7 @@ def test_openvino_reports_f32_precision_hint(mlp_model: Path) -> None:
 
 
 def test_openvino_bf16_on_real_model_is_close_but_not_exact(ocr_cls_model: Path) -> None:
-    from enginekit.backends.openvino import cpu_supports_bf16
+    from enginekit.hardware import cpu_supports_bf16
 
     if not cpu_supports_bf16():
         pytest.skip("this CPU has no bf16")

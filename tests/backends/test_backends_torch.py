@@ -9,21 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enginekit.compare import CompareSettings, Tolerances, compare_outputs
-from enginekit.errors import FeedError, HardwareUnavailableError, InvalidArgumentError
-from enginekit.settings import BackendSettings
+from enginekit.compare import CompareSettings, Tolerances, compare_outputs  # noqa: E402
+from enginekit.errors import FeedError, HardwareUnavailableError, InvalidArgumentError  # noqa: E402
+from enginekit.settings import BackendSettings  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-from enginekit.backends.torch_common import (  # noqa: E402 - after the torch skip
-    Tf32Scope,
-    feed_shapes,
-    is_aoti_package,
-    plan_torch_inputs,
-    torch_model_format,
-    torch_source_io,
-)
+from enginekit.backends.torch_common import Tf32Scope  # noqa: E402
 from enginekit.backends.torch_eager import TorchEagerRunner  # noqa: E402
+from enginekit.backends.torch_inputs import feed_shapes, plan_torch_inputs  # noqa: E402
+from enginekit.backends.torch_io import torch_source_io  # noqa: E402
+from enginekit.sources.detect import is_aoti_package, torch_model_format  # noqa: E402
 
 MODELS = str(Path(__file__).with_name("torch_models.py"))
 CONV = Path(f"{MODELS}:convnet")

@@ -34,7 +34,7 @@ def test_warmup_is_excluded_and_counted() -> None:
         clock.calls += 1
         clock.now += next(durations, 0.001)
 
-    s = TimingSettings(warmup_s=0.0, warmup_runs=3, min_runs=50, min_time_s=0.0, max_runs=50)
+    s = TimingSettings(warmup_s=0.0, warmup_iterations=3, iterations=50, duration_s=0.0, max_iterations=50)
     stats = time_callable(fn, s, clock=clock)
     assert stats.warmup_runs == 3
     assert stats.runs == 50
@@ -53,17 +53,17 @@ def test_percentiles_on_known_timings() -> None:
 
 def test_min_runs_and_min_time_both_hold() -> None:
     clock = FakeClock([0.01])
-    s = TimingSettings(warmup_s=0.0, warmup_runs=0, min_runs=5, min_time_s=0.5, max_runs=1000)
+    s = TimingSettings(warmup_s=0.0, warmup_iterations=0, iterations=5, duration_s=0.5, max_iterations=1000)
     stats = time_callable(clock.work, s, clock=clock)
     assert stats.runs >= 50  # 0.5 s of 10 ms calls
     clock2 = FakeClock([0.01])
-    s2 = TimingSettings(warmup_s=0.0, warmup_runs=0, min_runs=80, min_time_s=0.01, max_runs=1000)
+    s2 = TimingSettings(warmup_s=0.0, warmup_iterations=0, iterations=80, duration_s=0.01, max_iterations=1000)
     assert time_callable(clock2.work, s2, clock=clock2).runs == 80
 
 
 def test_slow_backend_stops_at_max_time_with_at_least_one_sample() -> None:
     clock = FakeClock([30.0])
-    s = TimingSettings(warmup_s=0.0, warmup_runs=1, min_runs=20, min_time_s=0.5, max_time_s=10.0)
+    s = TimingSettings(warmup_s=0.0, warmup_iterations=1, iterations=20, duration_s=0.5, max_time_s=10.0)
     stats = time_callable(clock.work, s, clock=clock)
     assert stats.runs == 1
     assert stats.median_ms == pytest.approx(30_000.0)

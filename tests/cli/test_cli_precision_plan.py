@@ -109,7 +109,7 @@ def test_optimize_applies_the_plan(cli, scaled_model: Path, tmp_path: Path) -> N
 
 
 def test_optimize_gives_the_plan_to_tensorrt_builds_at_its_precision(tmp_path: Path) -> None:
-    from enginekit.cli.optimize_cmd import _builds
+    from enginekit.pipeline.plan import tensorrt_builds as _builds
 
     plan = _plan(tmp_path / "plan.json", ["scale_up"])
     builds = {b.precision: b.precision_plan for b in _builds("tensorrt-rtx", (), (), None, (), None, plan)}

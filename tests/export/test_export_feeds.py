@@ -6,7 +6,7 @@ import numpy as np
 
 from enginekit.data import ValueRange
 from enginekit.export.feeds import verification_feeds
-from enginekit.export.shapes import parse_export_input, plan_inputs
+from enginekit.sources.shapes import parse_export_input, plan_inputs
 
 
 def _plans(*inputs: str):  # type: ignore[no-untyped-def]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from enginekit.errors import InvalidArgumentError, UnknownNameError
-from enginekit.export.shapes import parse_dynamic, parse_export_input, plan_inputs
 from enginekit.export.targets import parse_target
+from enginekit.sources.shapes import parse_dynamic, parse_export_input, plan_inputs
 
 
 def test_parse_export_input() -> None:

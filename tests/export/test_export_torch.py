@@ -12,8 +12,8 @@ import pytest
 from enginekit.data import ValueRange
 from enginekit.errors import InvalidArgumentError, ModelLoadError, UnknownNameError, VerificationError
 from enginekit.export.api import export_model
-from enginekit.export.shapes import parse_dynamic
 from enginekit.settings import ExportSettings
+from enginekit.sources.shapes import parse_dynamic
 
 torch = pytest.importorskip("torch")
 MODELS = str(Path(__file__).with_name("models_for_export.py"))

@@ -23,10 +23,10 @@ from enginekit.cli.cache_cmd import parse_duration as parse_age
 from enginekit.compare.tolerances import parse_tolerances
 from enginekit.data import parse_input_shape, parse_value_range
 from enginekit.errors import EXIT_USER_ERROR, EnginekitError
-from enginekit.export.shapes import parse_dynamic, parse_export_input
 from enginekit.export.targets import parse_target as parse_export_target
 from enginekit.graph.support import parse_target as parse_lint_target
 from enginekit.multirun import Candidate
+from enginekit.sources.shapes import parse_dynamic, parse_export_input
 
 FUZZ = settings(derandomize=True, max_examples=200, deadline=None, database=None)
 

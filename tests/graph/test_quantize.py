@@ -12,14 +12,9 @@ from onnx import TensorProto, numpy_helper
 
 from enginekit.errors import FeedError, InvalidArgumentError, UnknownNameError
 from enginekit.examples import digits
+from enginekit.graph.calibration import load_calibration_feeds
 from enginekit.graph.io import input_specs
-from enginekit.graph.quantize import (
-    WEIGHTED_OPS,
-    QuantizeResult,
-    check_quantized_accuracy,
-    load_calibration_feeds,
-    quantize_qdq,
-)
+from enginekit.graph.quantize import WEIGHTED_OPS, QuantizeResult, check_quantized_accuracy, quantize_qdq
 from enginekit.tensors import TensorSpec
 
 SPECS = [TensorSpec("x", ("batch", 1, 8, 8), "float32")]

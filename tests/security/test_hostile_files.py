@@ -20,8 +20,9 @@ import security_payloads as payloads  # noqa: E402 - after the torch skip
 from enginekit.cli.main import main  # noqa: E402
 from enginekit.errors import ModelLoadError  # noqa: E402
 from enginekit.export.api import export_model  # noqa: E402
-from enginekit.export.source import detect_source, load_torch_model  # noqa: E402
 from enginekit.settings import BackendSettings, ExportSettings  # noqa: E402
+from enginekit.sources.detect import detect_source  # noqa: E402
+from enginekit.sources.torch_load import load_torch_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated in torch 2.13
 

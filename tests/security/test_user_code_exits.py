@@ -15,7 +15,8 @@ pytest.importorskip("torch")
 
 from enginekit.cli.main import main  # noqa: E402
 from enginekit.errors import ModelLoadError  # noqa: E402
-from enginekit.export.source import detect_source, load_torch_model  # noqa: E402
+from enginekit.sources.detect import detect_source
+from enginekit.sources.torch_load import load_torch_model
 
 MODEL = "import torch\n\n\ndef make():\n    return torch.nn.Linear(4, 2)\n"
 EXITS_ON_IMPORT = "import sys\n" + MODEL + "\nsys.exit(0)\n"

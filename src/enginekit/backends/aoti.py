@@ -46,23 +46,22 @@ from enginekit.backends.torch_common import (
     check_choice,
     compute_dtype,
     discover_outputs,
-    example_feed,
     file_sha256,
     flat_outputs,
-    is_aoti_package,
     load_source,
-    output_specs,
-    plan_torch_inputs,
     prepare_module,
     resolve_device,
     source_digest,
     stage_tensors,
     use_channels_last,
 )
-from enginekit.backends.torch_load import AOTI_PACKAGE, check_trusted
+from enginekit.backends.torch_inputs import example_feed, output_specs, plan_torch_inputs
 from enginekit.deps import require
 from enginekit.errors import BackendError, FeedError, HardwareUnavailableError, InvalidArgumentError, ModelLoadError
-from enginekit.export.shapes import AxisPlan, InputPlan
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS, TORCH_PRECISIONS
+from enginekit.sources.detect import is_aoti_package
+from enginekit.sources.shapes import AxisPlan, InputPlan
+from enginekit.sources.torch_load import AOTI_PACKAGE, check_trusted
 from enginekit.tensors import TensorSpec
 
 if TYPE_CHECKING:
@@ -186,11 +185,11 @@ def build_aoti_package(source: str | Path, output: str | Path, settings: Backend
                        *, device: str | None = None) -> AotiPackage:
     """Export ``source`` and compile it into the AOTInductor package ``output`` (+ ``output.json``)."""
     from enginekit import __version__
-    from enginekit.export.source import TORCHSCRIPT
     from enginekit.fileutil import atomic_write_text
+    from enginekit.sources.detect import TORCHSCRIPT
 
     torch = require("torch", purpose="AOTInductor packages")
-    check_choice("precision", precision, ("fp32", "tf32", "fp16", "bf16"))
+    check_choice("precision", precision, TORCH_PRECISIONS)
     check_choice("--inductor-mode", settings.inductor_mode, INDUCTOR_MODES)
     out = Path(output)
     if out.suffix != ".pt2":
@@ -324,7 +323,7 @@ class AotiRunner(TorchRunner):
     # lifecycle -----------------------------------------------------------------------------------------
     def _load(self) -> None:
         torch = require("torch", purpose="the 'aoti' backend")
-        if self.settings.precision_plan is not None and self.precision in ("fp16", "bf16"):
+        if self.settings.precision_plan is not None and self.precision in REDUCED_FLOAT_PRECISIONS:
             raise InvalidArgumentError(
                 "The aoti backend does not apply --precision-plan: an AOTInductor package is compiled without FP32 "
                 "islands.", hint="Use --backend torch or inductor with the plan (and --precision-plan-model), or "

@@ -17,6 +17,7 @@ import numpy as np
 
 from enginekit.data import check_feed
 from enginekit.errors import InvalidArgumentError
+from enginekit.registry import declared_precisions
 from enginekit.tensors import TensorSpec
 
 if TYPE_CHECKING:
@@ -29,7 +30,11 @@ class Runner(abc.ABC):
     """Runs one model on one backend at one precision."""
 
     backend: str = "?"
-    supported_precisions: tuple[str, ...] = ("fp32",)
+
+    @property
+    def supported_precisions(self) -> tuple[str, ...]:
+        """The precisions the registry declares for this backend (enginekit.registry is their one source)."""
+        return declared_precisions(self.backend)
 
     def __init__(self, model: Path, settings: BackendSettings, precision: str = "fp32") -> None:
         if precision not in self.supported_precisions:

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from enginekit.backends.torch_common import INDUCTOR_MODES, TorchRunner, check_choice, example_feed
+from enginekit.backends.torch_common import INDUCTOR_MODES, TorchRunner, check_choice
+from enginekit.backends.torch_inputs import example_feed
 from enginekit.deps import require
 from enginekit.errors import BackendError, EnginekitError, ModelLoadError
 
@@ -161,7 +162,7 @@ class InductorRunner(TorchRunner):
         self._torch: Any = None
 
     def _load(self) -> None:
-        from enginekit.export.source import TORCHSCRIPT
+        from enginekit.sources.detect import TORCHSCRIPT
 
         torch = self._torch = require("torch", purpose="the 'inductor' backend")
         self._setup()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS
+
 if TYPE_CHECKING:
     import onnx
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def runner_plan(settings: BackendSettings, precision: str) -> PrecisionPlan | None:
     """The plan a runner at ``precision`` applies: None at fp32/tf32 or when none was given."""
-    if settings.precision_plan is None or precision not in ("fp16", "bf16"):
+    if settings.precision_plan is None or precision not in REDUCED_FLOAT_PRECISIONS:
         return None
     from enginekit.graph.precision import load_plan
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from enginekit.backends.base import Runner
 from enginekit.deps import require
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS
 
 if TYPE_CHECKING:
     import onnx
@@ -51,7 +52,6 @@ class ReferenceRunner(Runner):
     computes many fp16 ops in float32 and hides overflows). The nodes of ``--precision-plan`` stay FP32."""
 
     backend = "onnx-reference"
-    supported_precisions = ("fp32", "fp16", "bf16")
 
     def _load(self) -> None:
         from enginekit.graph.load import load_model
@@ -61,7 +61,7 @@ class ReferenceRunner(Runner):
 
         model = load_model(self.model, check=False)
         self._conversion: dict[str, Any] | None = None
-        if self.precision in ("fp16", "bf16"):
+        if self.precision in REDUCED_FLOAT_PRECISIONS:
             from enginekit.backends.onnx_plan import convert_for_runner
 
             model, self._conversion = convert_for_runner(model, self.precision, self.settings)

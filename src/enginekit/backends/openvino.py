@@ -15,19 +15,13 @@ import numpy as np
 from enginekit.backends.base import Runner
 from enginekit.deps import require
 from enginekit.errors import HardwareUnavailableError
+from enginekit.hardware import cpu_supports_bf16
 
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
-def cpu_supports_bf16() -> bool:
-    ov = require("openvino", purpose="the 'openvino' backend")
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return "BF16" in [str(c).upper() for c in caps]
-
-
 class OpenVinoRunner(Runner):
     backend = "openvino"
-    supported_precisions = ("fp32", "bf16")
 
     def _load(self) -> None:
         ov = require("openvino", purpose="the 'openvino' backend")

@@ -25,6 +25,7 @@ import numpy as np
 from enginekit.backends.base import Runner
 from enginekit.deps import require
 from enginekit.errors import InvalidArgumentError
+from enginekit.ortsession import GRAPH_LEVELS, ort_session
 from enginekit.settings import BackendSettings
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ _SHORT_PROVIDERS = {
     "dml": "DmlExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
 }
-GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                "all": "ORT_ENABLE_ALL"}
 
 
 def resolve_providers(requested: tuple[str, ...]) -> list[str]:
@@ -95,18 +94,10 @@ def provider_options(providers: list[str], s: BackendSettings) -> list[tuple[str
     return out
 
 
-def session_options(ort: Any, s: BackendSettings) -> Any:
+def check_graph_level(s: BackendSettings) -> None:
     if s.ort_graph_optimization not in GRAPH_LEVELS:
         raise InvalidArgumentError(f"--ort-graph-optimization {s.ort_graph_optimization!r}: choose "
                                    f"{', '.join(GRAPH_LEVELS)}.")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # failures come back as exceptions (with the node name); do not also print them
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_LEVELS[s.ort_graph_optimization])
-    if s.ort_intra_op_threads:
-        opts.intra_op_num_threads = s.ort_intra_op_threads
-    if s.ort_inter_op_threads:
-        opts.inter_op_num_threads = s.ort_inter_op_threads
-    return opts
 
 
 def check_optimized_target(target: Path, model: Path) -> None:
@@ -118,18 +109,18 @@ def check_optimized_target(target: Path, model: Path) -> None:
 
 
 @contextmanager
-def _optimized_model_staging(opts: Any, target: Path | None, model: Path) -> Iterator[None]:
-    """Let onnxruntime write the optimized model into a fresh private folder beside ``target``, then rename it
-    over ``target``: a symlink (or anything else) at ``target`` is replaced, never followed."""
+def _optimized_model_staging(target: Path | None, model: Path) -> Iterator[Path | None]:
+    """Let onnxruntime write the optimized model into a fresh private folder beside ``target`` (the path
+    yielded), then rename it over ``target``: a symlink (or anything else) at ``target`` is replaced, never
+    followed. Yields None when no optimized model is asked for."""
     if target is None:
-        yield
+        yield None
         return
     check_optimized_target(target, model)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        opts.optimized_model_filepath = str(staging / target.name)
-        yield
+        yield staging / target.name
         os.replace(staging / target.name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -137,11 +128,9 @@ def _optimized_model_staging(opts: Any, target: Path | None, model: Path) -> Ite
 
 class OrtRunner(Runner):
     backend = "ort"
-    supported_precisions = ("fp32", "fp16")
 
     def _load(self) -> None:
         ort = require("onnxruntime", purpose="the 'ort' backend")
-        ort.set_default_logger_severity(4)  # errors come back as exceptions; don't also print them
         self._providers = resolve_providers(self.settings.ort_providers)
         self._conversion: dict[str, Any] | None = None
         model: str | bytes = str(self.model)
@@ -151,10 +140,15 @@ class OrtRunner(Runner):
 
             proto, self._conversion = convert_for_runner(load_model(self.model, check=False), "fp16", self.settings)
             model = proto.SerializeToString()
-        opts = session_options(ort, self.settings)
-        with _optimized_model_staging(opts, self.settings.ort_optimized_model, self.model):
-            self._session: Any = ort.InferenceSession(
-                model, sess_options=opts, providers=provider_options(self._providers, self.settings),
+        s = self.settings
+        check_graph_level(s)
+        with _optimized_model_staging(s.ort_optimized_model, self.model) as optimized:
+            self._session: Any = ort_session(
+                model, purpose="the 'ort' backend", providers=provider_options(self._providers, s),
+                graph_optimization=s.ort_graph_optimization, intra_op_threads=s.ort_intra_op_threads,
+                inter_op_threads=s.ort_inter_op_threads, optimized_model_path=optimized,
+                # failures come back as exceptions (with the node name); do not also print them
+                log_severity=4, default_logger_severity=4,
             )
         self._version = ort.__version__
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -27,22 +26,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enginekit.backends.base import Runner
+from enginekit.backends.torch_inputs import example_feed, output_specs, plan_torch_inputs, probe_sizes
 from enginekit.errors import BackendError, HardwareUnavailableError, InvalidArgumentError, ModelLoadError
-from enginekit.tensors import Dim, TensorSpec
+from enginekit.tensors import PRECISION_DTYPES, TensorSpec
 
 if TYPE_CHECKING:
-    from enginekit.export.shapes import InputPlan
-    from enginekit.export.source import Source
     from enginekit.settings import BackendSettings
+    from enginekit.sources.detect import Source
+    from enginekit.sources.shapes import InputPlan
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 CHANNELS_LAST = ("auto", "on", "off")
 DYNAMIC_POLICIES = ("static", "dynamic", "auto")
 INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_REDUCED = {"fp16": "float16", "bf16": "bfloat16"}
+_REDUCED = {p: PRECISION_DTYPES[p] for p in ("fp16", "bf16")}  # precision -> torch dtype name
 
 
 def check_choice(flag: str, value: str, choices: Sequence[str]) -> str:
@@ -55,142 +54,13 @@ def check_choice(flag: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-# formats ---------------------------------------------------------------------------------------------
-def is_aoti_package(path: str | Path) -> bool:
-    """True for an AOTInductor package: a zip whose entries include ``<root>/data/aotinductor/...``.
-
-    A ``torch.export.save`` program is also a zip (``<root>/models/``, ``<root>/data/weights/``) but has no
-    ``data/aotinductor`` folder. Reads only the zip directory; never imports torch.
-    """
-    p = Path(path)
-    if not p.is_file() or not zipfile.is_zipfile(p):
-        return False
-    try:
-        with zipfile.ZipFile(p) as zf:
-            names = zf.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return False
-    return any(n.startswith("data/aotinductor/") or "/data/aotinductor/" in n for n in names)
-
-
-def torch_model_format(model: str | Path) -> str | None:
-    """``"aoti"`` for an AOTInductor package, ``"torch"`` for a PyTorch source, None for anything else.
-
-    Cheap: file names and, for ``.pt2``, the zip directory; the model is not imported or loaded.
-    """
-    from enginekit.export.source import EXPORTED_PROGRAM, FACTORY, TORCHSCRIPT, detect_source
-
-    text = str(model)
-    try:
-        kind = detect_source(text).kind
-    except InvalidArgumentError:
-        return None
-    if kind == EXPORTED_PROGRAM and is_aoti_package(text):
-        return "aoti"
-    return "torch" if kind in (FACTORY, TORCHSCRIPT, EXPORTED_PROGRAM) else None
-
-
-# inputs ----------------------------------------------------------------------------------------------
-def plan_torch_inputs(texts: Sequence[str], dynamic_policy: str = "static") -> list[InputPlan]:
-    """Input plans from ``torch_inputs``. With ``dynamic`` and no symbolic dim given, axis 0 is ``batch``."""
-    from enginekit.export.shapes import parse_export_input, plan_inputs
-    from enginekit.settings import DynamicDim
-
-    if not texts:
-        raise InvalidArgumentError(
-            "The torch backends need the model's inputs: give --input NAME:DIMS[:DTYPE] per forward() argument, "
-            "e.g. x:batch,3,224,224 (symbolic dims are dynamic) or x:1x3x224x224."
-        )
-    parsed = tuple(parse_export_input(t) for t in texts)
-    names = [p.name for p in parsed]
-    if len(set(names)) != len(names):
-        raise InvalidArgumentError(f"--input names repeat: {', '.join(names)}.")
-    dynamic: tuple[DynamicDim, ...] = ()
-    if dynamic_policy == "dynamic" and all(isinstance(d, int) for p in parsed for d in p.dims):
-        dynamic = tuple(DynamicDim(p.name, 0, "batch") for p in parsed if p.dims)
-    return plan_inputs(parsed, dynamic)
-
-
-def feed_shapes(texts: Sequence[str]) -> list[str]:
-    """``--input`` values of a PyTorch source as concrete ``NAME:DIMS:DTYPE`` (symbolic dims at trace size),
-    for the random feed of `run` (``x:batch,3,32,32`` -> ``x:2x3x32x32:float32``)."""
-    return [f"{p.name}:{'x'.join(map(str, p.trace_shape))}:{p.dtype}" for p in plan_torch_inputs(texts)]
-
-
-def probe_sizes(plans: Sequence[InputPlan]) -> dict[str, tuple[int, int]]:
-    """(trace size, second size) per dynamic dim label; the second sizes differ between labels where possible,
-    so that an output dim that changed can be told apart (batch vs seq)."""
-    sizes: dict[str, tuple[int, int]] = {}
-    for p in plans:
-        for a in p.dynamic:
-            if a.label in sizes or a.other is None:
-                continue
-            taken = {o for _, o in sizes.values()}
-            candidates = [a.trace + 1 + len(sizes) + k for k in range(8)] + [a.other]
-            fits = [c for c in candidates if c != a.trace and (a.min is None or c >= a.min)
-                    and (a.max is None or c <= a.max) and c not in taken]
-            sizes[a.label] = (a.trace, fits[0] if fits else a.other)
-    return sizes
-
-
-def example_feed(plans: Sequence[InputPlan], which: str = "trace", seed: int = 0) -> dict[str, np.ndarray]:
-    """Example data for warm-up and output discovery (``which``: the trace shape, or "other" dynamic sizes).
-
-    Floats are uniform in [0, 1); integer inputs are 0 (valid ids), masks 1, bools True.
-    """
-    rng = np.random.default_rng(seed)
-    other = probe_sizes(plans) if which == "other" else {}
-    feed: dict[str, np.ndarray] = {}
-    for p in plans:
-        shape = list(p.trace_shape)
-        for a in p.dynamic:
-            if a.label in other:
-                shape[a.axis] = other[a.label][1]
-        dtype = np.dtype(p.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feed[p.name] = rng.uniform(0.0, 1.0, shape).astype(dtype)
-        elif dtype == np.bool_ or "mask" in p.name.lower():
-            feed[p.name] = np.ones(shape, dtype)
-        else:
-            feed[p.name] = np.zeros(shape, dtype)
-    return feed
-
-
-def output_names(n: int) -> list[str]:
-    """The exporter's names: ``output`` for one tensor, ``output_0..N`` for several."""
-    return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
-
-
-def boundary_dtype(torch_dtype: Any) -> str:
-    """numpy dtype name of an output at the runner boundary (float16 / bfloat16 come back as float32)."""
-    name = str(torch_dtype).removeprefix("torch.")
-    return "float32" if name in ("float16", "bfloat16") else name
-
-
-def output_specs(first: Sequence[Any], second: Sequence[Any] | None, plans: Sequence[InputPlan]) -> list[TensorSpec]:
-    """Output specs from runs at the trace shape (and at the other shape, when some dim is dynamic).
-
-    A dim that changes between the two runs is named after the input dim that changed the same way, or "?".
-    """
-    changed = {sizes: label for label, sizes in probe_sizes(plans).items()}
-    names = output_names(len(first))
-    specs = []
-    for i, t in enumerate(first):
-        dims: list[Dim] = [int(d) for d in t.shape]
-        if second is not None and len(second) == len(first) and second[i].dim() == t.dim():
-            for axis, (d1, d2) in enumerate(zip(t.shape, second[i].shape, strict=True)):
-                if d1 != d2:
-                    dims[axis] = changed.get((int(d1), int(d2)), "?")
-        specs.append(TensorSpec(names[i], tuple(dims), boundary_dtype(t.dtype)))
-    return specs
-
-
 # sources ---------------------------------------------------------------------------------------------
 def load_source(text: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Source]:
     """The source model in eval mode (the module of a torch.export program), on CPU, and what it is.
 
-    TorchScript and ``.pt2`` files load only with ``trust_remote_code`` (:mod:`enginekit.backends.torch_load`)."""
-    from enginekit.export.source import EXPORTED_PROGRAM, detect_source, load_torch_model
+    TorchScript and ``.pt2`` files load only with ``trust_remote_code`` (:mod:`enginekit.sources.torch_load`)."""
+    from enginekit.sources.detect import EXPORTED_PROGRAM, detect_source
+    from enginekit.sources.torch_load import load_torch_model
 
     src = detect_source(str(text))
     if src.framework != "torch":
@@ -339,7 +209,7 @@ class NoScope:
 
 
 def flat_outputs(result: Any) -> list[Any]:
-    from enginekit.export.torch2onnx import flatten_outputs
+    from enginekit.sources.torch_load import flatten_outputs
 
     return flatten_outputs(result)
 
@@ -354,7 +224,6 @@ class TorchRunner(Runner):
     returns device tensors, ``fetch`` copies them back as numpy (reduced floats as float32).
     """
 
-    supported_precisions = PRECISIONS
     cuda_graph_capable = False  # subclasses whose calls may be captured by torch.cuda.graph
 
     def __init__(self, model: Path, settings: BackendSettings, precision: str = "fp32") -> None:
@@ -547,23 +416,3 @@ def discover_outputs(module: Any, plans: Sequence[InputPlan], device: str, dtype
 
     first = run("trace")
     return output_specs(first, run("other") if probe_sizes(plans) else None, plans)
-
-
-def torch_source_io(model: str | Path, torch_inputs: Sequence[str], *,
-                    trust_remote_code: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of a PyTorch source or an AOTInductor package, for `run` and `bench`.
-
-    Source: inputs from ``torch_inputs``, outputs from one eager fp32 CPU run (two with dynamic dims).
-    Package: from its manifest (torch is not imported); without one, from ``torch_inputs`` and a first run.
-    Files that run code when loaded are refused here, before any backend, unless ``trust_remote_code``.
-    """
-    from enginekit.backends.torch_load import check_source_trust
-
-    check_source_trust(model, trust_remote_code)
-    if is_aoti_package(model):
-        from enginekit.backends.aoti import package_io
-
-        return package_io(Path(model), torch_inputs, trust_remote_code=trust_remote_code)
-    plans = plan_torch_inputs(torch_inputs)
-    module, _ = load_source(model, trust_remote_code=trust_remote_code)
-    return [p.spec() for p in plans], discover_outputs(module, plans, "cpu", None, False)

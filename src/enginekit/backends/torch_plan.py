@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enginekit.errors import InvalidArgumentError
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS
 
 if TYPE_CHECKING:
     import onnx
@@ -205,11 +206,11 @@ def resolve_modules(root: Any, mapped: _Mapped, plan: PrecisionPlan, plan_model:
 
 def torch_plan_for(settings: BackendSettings, precision: str, source_kind: str, root: Any) -> TorchPlan | None:
     """The modules ``settings.precision_plan`` keeps in FP32 in ``root`` (None at fp32/tf32 or without a plan)."""
-    from enginekit.export.source import FACTORY
     from enginekit.graph.load import load_model
     from enginekit.graph.precision import load_plan
+    from enginekit.sources.detect import FACTORY
 
-    if settings.precision_plan is None or precision not in ("fp16", "bf16"):
+    if settings.precision_plan is None or precision not in REDUCED_FLOAT_PRECISIONS:
         return None
     plan = load_plan(settings.precision_plan)
     if plan.precision != precision:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from enginekit.bench.result import OK, BenchResult
+from enginekit.bench.result import BenchResult
 from enginekit.errors import InvalidArgumentError, MissingDependencyError
+from enginekit.status import Status
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
@@ -47,7 +48,7 @@ def plot_result(result: BenchResult, path: Path) -> Path:
     xs = {p: float(batch_of[p]) if by_batch else float(i) for i, p in enumerate(points)}
     fig, (ax_lat, ax_tput) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for label in dict.fromkeys(r.label for r in result.rows):
-        rows = [r for r in result.rows if r.label == label and r.status == OK and r.timing is not None]
+        rows = [r for r in result.rows if r.label == label and r.status == Status.OK and r.timing is not None]
         if not rows:
             continue
         x = [xs[r.point] for r in rows]

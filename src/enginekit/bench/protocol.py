@@ -3,7 +3,8 @@
 1. The feed is validated once (``runner.infer``, a checked call that is not timed); the loop then uses the
    unchecked hooks ``stage`` / ``run_staged`` / ``fetch``.
 2. Warm-up by time: at least ``warmup_iterations`` calls and ``warmup_s`` seconds, excluded from the samples.
-3. Measurement: at least ``iterations`` calls and ``duration_s`` seconds (at most ``max_iterations``).
+3. Measurement: at least ``iterations`` calls and ``duration_s`` seconds (at most ``max_iterations``; both
+   phases stop after ``max_time_s`` when it is set, keeping at least one sample).
 4. What is timed: by default the data is resident where the backend computes (staged once) and each sample
    brackets ``run_staged`` alone; ``with_transfers`` brackets ``stage`` + ``run_staged`` + ``fetch`` and
    splits the sample into H2D / compute / D2H. ``cuda_graph`` captures ``run_staged`` once and times replays.
@@ -29,7 +30,7 @@ from enginekit.errors import HardwareUnavailableError
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
-    from enginekit.settings import BenchSettings
+    from enginekit.settings import TimingSettings
 
 Clock = Callable[[], int]  # nanoseconds, monotonic
 CPU_CLOCK = "perf_counter_ns"
@@ -82,31 +83,39 @@ class Samples:
         self.warmup_ns = max(self.warmup_ns, other.warmup_ns)
 
 
-def warm_up(step: Step, settings: BenchSettings, clock: Clock) -> tuple[int, int]:
+def _cap_ns(settings: TimingSettings) -> int | None:
+    return None if settings.max_time_s is None else int(settings.max_time_s * 1e9)
+
+
+def warm_up(step: Step, settings: TimingSettings, clock: Clock) -> tuple[int, int]:
     """Call ``step`` for at least ``warmup_iterations`` calls and ``warmup_s``; returns (calls, ns)."""
-    limit = int(settings.warmup_s * 1e9)
+    limit, cap = int(settings.warmup_s * 1e9), _cap_ns(settings)
     start = clock()
     n = 0
     while n < settings.warmup_iterations or clock() - start < limit:
         step()
         n += 1
+        if cap is not None and clock() - start > cap:
+            break
     return n, clock() - start
 
 
-def measure(step: Step, settings: BenchSettings, clock: Clock) -> Samples:
+def measure(step: Step, settings: TimingSettings, clock: Clock) -> Samples:
     """Time calls until at least ``iterations`` calls and ``duration_s`` have passed (or ``max_iterations``)."""
-    limit = int(settings.duration_s * 1e9)
+    limit, cap = int(settings.duration_s * 1e9), _cap_ns(settings)
     samples = Samples()
     start = clock()
     while samples.runs < settings.max_iterations and (
         samples.runs < settings.iterations or clock() - start < limit
     ):
+        if samples.runs and cap is not None and clock() - start > cap:
+            break
         samples.add(step())
     samples.wall_ns = clock() - start
     return samples
 
 
-def run_protocol(step: Step, settings: BenchSettings, clock: Clock = time.perf_counter_ns) -> Samples:
+def run_protocol(step: Step, settings: TimingSettings, clock: Clock = time.perf_counter_ns) -> Samples:
     """Warm up, then measure, one loop."""
     warm, warm_ns = warm_up(step, settings, clock)
     samples = measure(step, settings, clock)
@@ -115,7 +124,7 @@ def run_protocol(step: Step, settings: BenchSettings, clock: Clock = time.perf_c
 
 
 def run_concurrent(
-    step_factories: Sequence[Callable[[], Step]], settings: BenchSettings, clock: Clock = time.perf_counter_ns
+    step_factories: Sequence[Callable[[], Step]], settings: TimingSettings, clock: Clock = time.perf_counter_ns
 ) -> Samples:
     """One loop per factory, each in its own thread; measurement starts together after every warm-up.
 

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from enginekit.bench.stats import LatencyStats, summarize, throughput, unstable_warning
 from enginekit.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, EXIT_OK
+from enginekit.status import Status
 
 if TYPE_CHECKING:
     from enginekit.bench.protocol import Samples
     from enginekit.settings import BenchSettings
-
-OK, ERROR, SKIPPED = "ok", "error", "skipped"
 
 
 @dataclass
@@ -70,7 +69,7 @@ class BenchRow:
     backend: str
     precision: str
     point: str  # the shape point's label
-    status: str = OK
+    status: str = Status.OK
     reason: str = ""
     batch: int | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
@@ -127,10 +126,10 @@ class BenchRow:
 
 def fill_speedups(rows: Sequence[BenchRow], baseline: str) -> None:
     """speed-up = baseline median latency / row median latency, at the same shape point."""
-    base = {r.point: r.median_ms for r in rows if r.label == baseline and r.status == OK}
+    base = {r.point: r.median_ms for r in rows if r.label == baseline and r.status == Status.OK}
     for r in rows:
         ref, ms = base.get(r.point), r.median_ms
-        r.speedup = ref / ms if ref is not None and ms is not None and ms > 0 and r.status == OK else None
+        r.speedup = ref / ms if ref is not None and ms is not None and ms > 0 and r.status == Status.OK else None
 
 
 def machine_info() -> dict[str, Any]:
@@ -156,14 +155,14 @@ class BenchResult:
 
     @property
     def passed(self) -> bool:
-        return all(r.status == OK for r in self.rows)
+        return all(r.status == Status.OK for r in self.rows)
 
     @property
     def exit_code(self) -> int:
         """0 every row ran, 1 a row errored, 3 some rows were skipped (and none errored)."""
-        if any(r.status == ERROR for r in self.rows):
+        if any(r.status == Status.ERROR for r in self.rows):
             return EXIT_CHECK_FAILED
-        if any(r.status == SKIPPED for r in self.rows):
+        if any(r.status == Status.SKIPPED for r in self.rows):
             return EXIT_MISSING_DEPENDENCY
         return EXIT_OK
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from enginekit.bench.points import PointSkipped, ShapePoint, plan_points, resolve_point
 from enginekit.bench.protocol import CPU_CLOCK, CUDA_CLOCK, Clock, Step, make_step, run_concurrent
-from enginekit.bench.result import ERROR, SKIPPED, BenchResult, BenchRow, Timing, fill_speedups
+from enginekit.bench.result import BenchResult, BenchRow, Timing, fill_speedups
 from enginekit.data import InputShape
 from enginekit.errors import (
     EnginekitError,
@@ -25,6 +25,7 @@ from enginekit.errors import (
     UserError,
 )
 from enginekit.settings import BackendSettings, BenchSettings
+from enginekit.status import Status
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
@@ -73,10 +74,10 @@ def resolve_bench_candidates(
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, reason) of a failure, as use_runner does: missing deps/hardware are skips, the rest errors."""
     if isinstance(exc, MissingDependencyError | HardwareUnavailableError):
-        return SKIPPED, str(exc)
+        return Status.SKIPPED, str(exc)
     if isinstance(exc, EnginekitError):
-        return ERROR, str(exc)
-    return ERROR, f"{type(exc).__name__}: {exc}".strip()
+        return Status.ERROR, str(exc)
+    return Status.ERROR, f"{type(exc).__name__}: {exc}".strip()
 
 
 def benchmark(
@@ -96,7 +97,8 @@ def benchmark(
     make the sweep. Rows come shape point by shape point, candidates in the order given.
     """
     from enginekit.multirun import check_backend_settings, model_io, use_runner
-    from enginekit.registry import check_format, get_backend, model_format
+    from enginekit.registry import check_format, get_backend
+    from enginekit.sources.detect import model_format
 
     bench = bench if bench is not None else BenchSettings()
     backend = backend if backend is not None else BackendSettings()
@@ -185,9 +187,9 @@ def _bench_point(
         for w in row.warnings:  # kept in the row (the CLI prints it); logged for library users
             log.info("%s at %s: %s", cand.label, point.label, w)
     except PointSkipped as exc:
-        row.status, row.reason = SKIPPED, str(exc)
+        row.status, row.reason = Status.SKIPPED, str(exc)
     except UserError as exc:  # a feed the backend refuses: this row's error, not the whole sweep's
-        row.status, row.reason = ERROR, str(exc)
+        row.status, row.reason = Status.ERROR, str(exc)
     except Exception as exc:  # noqa: BLE001 - a backend's own failure becomes a row, never a crash
         log.debug("%s at %s failed", cand.label, point.label, exc_info=True)
         row.status, row.reason = classify(exc)

@@ -1,6 +1,7 @@
 """A short timed loop: warm-up excluded, then at least N runs and T seconds, monotonic clock.
 
-This is the quick timing used by `optimize`; it reports host latency per call.
+This is the quick timing used by `optimize`; it reports host latency per call. Its settings are the
+TimingSettings of the full protocol (enginekit.bench.protocol), with `optimize`'s short defaults.
 """
 
 from __future__ import annotations
@@ -41,24 +42,26 @@ def time_callable(
     settings: TimingSettings,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TimingStats:
-    """Warm up (at least ``warmup_runs`` calls and ``warmup_s``), then time each call separately.
+    """Warm up (at least ``warmup_iterations`` calls and ``warmup_s``), then time each call separately.
 
-    Measures at least ``min_runs`` calls and ``min_time_s``, but stops after ``max_time_s`` (keeping at
-    least one sample) so that a very slow backend cannot stall a run; ``runs`` says how many were timed.
+    Measures at least ``iterations`` calls and ``duration_s`` (at most ``max_iterations``), but stops after
+    ``max_time_s`` (keeping at least one sample) so that a very slow backend cannot stall a run; ``runs`` says
+    how many were timed.
     """
+    cap = settings.max_time_s
     warm = 0
     start = clock()
-    while warm < settings.warmup_runs or clock() - start < settings.warmup_s:
+    while warm < settings.warmup_iterations or clock() - start < settings.warmup_s:
         fn()
         warm += 1
-        if clock() - start > settings.max_time_s:
+        if cap is not None and clock() - start > cap:
             break
     samples: list[float] = []
     start = clock()
-    while len(samples) < settings.max_runs and (
-        len(samples) < settings.min_runs or clock() - start < settings.min_time_s
+    while len(samples) < settings.max_iterations and (
+        len(samples) < settings.iterations or clock() - start < settings.duration_s
     ):
-        if samples and clock() - start > settings.max_time_s:
+        if samples and cap is not None and clock() - start > cap:
             break
         t0 = clock()
         fn()

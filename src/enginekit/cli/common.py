@@ -192,7 +192,7 @@ def backend_settings(
         raise InvalidArgumentError(f"--openvino-precision {openvino_precision!r}: choose fp32 or bf16.")
     if ort_threads < 0:
         raise InvalidArgumentError(f"--ort-threads {ort_threads}: must be >= 0.")
-    from enginekit.backends.ort import GRAPH_LEVELS
+    from enginekit.ortsession import GRAPH_LEVELS
 
     if ort_graph_optimization not in GRAPH_LEVELS:
         raise InvalidArgumentError(f"--ort-graph-optimization {ort_graph_optimization!r}: choose "

@@ -19,6 +19,9 @@ from enginekit.cli.common import (
     StatOpt,
     ValRangeOpt,
 )
+from enginekit.status import Status
+
+_VERDICT_WORD: dict[str, str] = {Status.PASSED: "PASSED", Status.INCONCLUSIVE: "INCONCLUSIVE"}  # else FAILED
 
 debug_app = typer.Typer(
     help="Precision debugger: find the nodes that must stay FP32 in an FP16/BF16/INT8 model.",
@@ -80,65 +83,35 @@ def precision(
     is often near-constant (a detector finds nothing), and the debugger then refuses to pass (INCONCLUSIVE,
     exit 1) unless --allow-weak-reference.
     """
-    from enginekit.debug.execute import check_backend, default_backend, make_reference
-    from enginekit.debug.fix import command_check, find_fp32_islands, range_analysis_initial
-    from enginekit.errors import InvalidArgumentError
-    from enginekit.fileutil import atomic_write_bytes
+    from dataclasses import replace
+
+    from enginekit.data import prepare_feed
+    from enginekit.debug.workflow import check_debug_settings, debug_precision
     from enginekit.graph.io import input_specs
     from enginekit.graph.load import load_model
-    from enginekit.graph.precision import PLAN_PRECISIONS, save_plan
-    from enginekit.graph.quantize import METHODS, load_calibration_feeds
-    from enginekit.multirun import prepare_feed
+    from enginekit.settings import DebugSettings
 
-    if precision not in PLAN_PRECISIONS:
-        raise InvalidArgumentError(f"--precision {precision!r}: choose one of {', '.join(PLAN_PRECISIONS)}.")
-    if max_evaluations < 2:
-        raise InvalidArgumentError(f"--max-evaluations {max_evaluations}: must be >= 2.")
-    if calib_method not in METHODS:
-        raise InvalidArgumentError(f"--calib-method {calib_method!r}: choose one of {', '.join(METHODS)}.")
-    if precision != "int8" and calibration is not None:
-        raise InvalidArgumentError("--calibration applies to --precision int8 only.")
-    backend = check_backend(backend or default_backend(precision))
-    compare = common.compare_settings(atol, rtol, check_error_stat, True)
+    settings = DebugSettings(
+        precision=precision, backend=backend, reference=reference, calibration=calibration, calib_method=calib_method,
+        check=check, max_evaluations=max_evaluations, range_analysis=not no_ranges,
+        allow_weak_reference=allow_weak_reference,
+    )
+    check_debug_settings(settings)  # before the tolerances are parsed, as always
+    settings = replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, True))
     feeds_settings = common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite)
     onnx_model = load_model(model)
-    specs = input_specs(onnx_model)
-    feed = prepare_feed(specs, feeds_settings)
-    calib = load_calibration_feeds(calibration, specs) if calibration is not None else None
-    ref = make_reference(onnx_model, reference)
-    initial = [] if no_ranges else range_analysis_initial(onnx_model, [feed], precision, ref)
-    result = find_fp32_islands(onnx_model, [feed], precision, initial=[n for n, _ in initial],
-                               initial_reasons=dict(initial), compare=compare,
-                               check=command_check(check) if check is not None else None,
-                               max_evaluations=max_evaluations, backend=backend, reference=ref,
-                               calibration=calib, calib_method=calib_method)
-    doc = result.to_dict()
-    doc["model"] = str(model)
-    exit_code = result.exit_code
-    doc["verdict"] = "passed" if result.passed else "failed"
-    if result.passed and result.weak_reference and not allow_weak_reference:
-        exit_code, doc["passed"], doc["verdict"] = 1, False, "inconclusive"
-        doc["message"] = ("the reference output carries no signal on these feeds, so this plan is "
-                          "not verified. " + result.message)
-    doc["range_analysis"] = [{"node": n, "reason": r} for n, r in initial]
-    if precision == "int8" and calibration is None:
-        doc["warning"] = ("Calibrated on the debug feeds themselves: pass --calibration with real samples for "
-                          "ranges that match deployment.")
-    if result.passed:
-        if plan_path is not None:
-            save_plan(result.plan, plan_path)
-            doc["plan_path"] = str(plan_path)
-        if output is not None:
-            atomic_write_bytes(output, result.model.SerializeToString())
-            doc["output"] = str(output)
+    feed = prepare_feed(input_specs(onnx_model), feeds_settings)
+    result = debug_precision(onnx_model, [feed], settings)
+    doc = result.to_dict(model=str(model))
+    doc.update(result.save(plan_path, output))
     if report is not None:
         doc["report"] = str(report)
-        write_debug_report(report, doc, result, onnx_model, feed, precision, ref)
+        write_debug_report(report, doc, result.fix, onnx_model, feed, precision, result.reference)
     if as_json:
         common.print_json(doc)
     else:
         render(doc)
-    common.exit_with(exit_code)
+    common.exit_with(result.exit_code)
 
 
 def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: Any, feed: Any, precision: str,
@@ -172,7 +145,7 @@ def write_debug_report(folder: Path, doc: dict[str, Any], result: Any, model: An
                  + (f"; quantization: {ran['quantization']}" if "quantization" in ran else "") + "\n")
     bad = layers.first_bad
     worst = sorted((r for r in layers.rows if not r.passed), key=lambda r: -(r.max_abs_err or 0))[:15]
-    verdict = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE"}.get(str(doc.get("verdict")), "FAILED")
+    verdict = _VERDICT_WORD.get(str(doc.get("verdict")), "FAILED")
     all_low = "passes" if before.get("passed") else "fails"
     planned = "passes" if after.get("passed") else "fails"
     md = (
@@ -244,6 +217,6 @@ def render(doc: dict[str, Any]) -> None:
         from enginekit.compare.reference_quality import ADVICE
 
         out.print(f"[yellow]→[/] {escape(ADVICE)}")
-    word = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE"}.get(doc.get("verdict", ""), "FAILED")
+    word = _VERDICT_WORD.get(doc.get("verdict", ""), "FAILED")
     style = {"PASSED": "green", "INCONCLUSIVE": "yellow"}.get(word, "red")
     out.print(f"[bold {style}]{word}[/]: {escape(doc['message'])}")

@@ -76,9 +76,9 @@ def export(
 ) -> None:
     from enginekit.data import check_seed, parse_value_range
     from enginekit.export.api import export_model
-    from enginekit.export.shapes import parse_dynamic, parse_opset
     from enginekit.fileutil import check_output_file
     from enginekit.settings import EXPORT_TOLERANCE, ExportSettings
+    from enginekit.sources.shapes import parse_dynamic, parse_opset
 
     check_output_file(output, "--output")  # before the (long) export: a folder, device or unwritable place
     check_seed(seed)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -90,95 +90,22 @@ def optimize(
     With a PyTorch or Paddle source, the model is first exported and verified (see `enginekit export`;
     --input takes export dims such as x:batch,3,32,32) and prepared (see `enginekit prepare`).
     """
-    from enginekit.errors import InvalidArgumentError
-    from enginekit.settings import OptimizeSettings
+    from dataclasses import replace
 
-    if batch_size < 0:
-        raise InvalidArgumentError(f"--batch-size {batch_size}: must be >= 0.")
-    from enginekit.data import check_seed
-    from enginekit.export.shapes import parse_opset
+    from enginekit.pipeline.plan import plan_optimize
 
-    parse_opset(opset)
-    check_seed(seed)
-    source_settings = _source_settings(model, inputs, dynamic, weights, exporter, opset, target, prepare, seed,
-                                       val_range, report, trust_remote_code)
-    feeds = (source_settings["feeds"] if source_settings["export"] is not None
-             else common.feed_settings(inputs, load_inputs, seed, val_range, allow_nonfinite))
-    builds = _builds(target, common.split_multi(precision), tuple(profile or []), calib_data,
-                     common.split_multi(compute_capability), cache_dir, precision_plan)
-    if precision_plan is not None and precision_plan_model is None and source_settings["export"] is not None:
-        precision_plan_model = source_settings["export"].output  # written by the export step, read by the runners
-    settings = OptimizeSettings(
-        builds=builds,
-        model=source_settings["model"],
-        export=source_settings["export"],
-        prepare=source_settings["prepare"],
-        backends=common.split_multi(backend),
-        reference=reference,
-        feeds=feeds,
-        backend=common.backend_settings(ort_providers, "fp32", precision_plan=precision_plan,
-                                        precision_plan_model=precision_plan_model,
-                                        trust_remote_code=trust_remote_code),
-        compare=common.compare_settings(atol, rtol, check_error_stat, validate),
-        dataset=dataset,
-        batch_size=batch_size,
-        report_dir=report,
+    settings = plan_optimize(
+        model, backends=common.split_multi(backend), reference=reference, inputs=inputs or [],
+        load_inputs=load_inputs, seed=seed, val_ranges=val_range or [], allow_nonfinite=allow_nonfinite,
+        dynamic=dynamic or [], weights=weights, exporter=exporter, opset=opset, target=target,
+        precisions=common.split_multi(precision), profiles=profile or [], calib_data=calib_data,
+        compute_capabilities=common.split_multi(compute_capability), cache_dir=cache_dir,
+        precision_plan=precision_plan, precision_plan_model=precision_plan_model, prepare=prepare,
+        trust_remote_code=trust_remote_code, backend=common.backend_settings(ort_providers, "fp32"),
+        dataset=dataset, batch_size=batch_size, report_dir=report,
     )
-    _run(settings, as_json)
-
-
-def _builds(target: str, precisions: tuple[str, ...], profiles: tuple[str, ...], calib_data: Path | None,
-            ccs: tuple[str, ...], cache_dir: Path | None, plan: Path | None) -> tuple[Any, ...]:
-    """One BuildSettings per precision when the target is TensorRT (those at the plan's precision take the
-    --precision-plan); none otherwise."""
-    from enginekit.errors import InvalidArgumentError
-    from enginekit.graph.support import parse_target
-    from enginekit.settings import BuildSettings
-
-    name, _ = parse_target(target)
-    if name not in ("tensorrt", "tensorrt-rtx"):
-        if precisions or profiles or calib_data or ccs:
-            raise InvalidArgumentError("--precision/--profile/--calib-data/--compute-capability apply to TensorRT "
-                                       "targets (--target tensorrt or tensorrt-rtx).")
-        return ()
-    chosen = precisions or (("fp32", "fp16") + (("int8",) if calib_data else ()))
-    plan_precision = None
-    if plan is not None:
-        from enginekit.graph.precision import load_plan
-
-        plan_precision = load_plan(plan).precision
-    return tuple(BuildSettings(backend=name, precision=p, profiles=profiles, calib_data=calib_data,
-                               compute_capabilities=ccs, cache_dir=cache_dir,
-                               precision_plan=plan if p == plan_precision else None) for p in chosen)
-
-
-def _source_settings(
-    model: str | None, inputs: list[str] | None, dynamic: list[str] | None, weights: Path | None, exporter: str,
-    opset: str, target: str, prepare: bool | None, seed: int, val_range: list[str] | None, report: Path,
-    trust_remote_code: bool = False,
-) -> dict[str, Any]:
-    """ONNX model path, or export settings (+ the feed shapes the export traces at), and prepare settings."""
-    from enginekit.data import InputShape, parse_input_shape, parse_value_range
-    from enginekit.export.shapes import parse_dynamic, parse_export_input, parse_opset, plan_inputs
-    from enginekit.export.source import ONNX, detect_source
-    from enginekit.settings import ExportSettings, FeedSettings, PrepareSettings
-
-    ranges = tuple(parse_value_range(v) for v in val_range or [])
-    if model is None or detect_source(model).kind == ONNX:
-        path = Path(model) if model is not None else None
-        prep_feeds = FeedSettings(inputs=tuple(parse_input_shape(t) for t in inputs or []), seed=seed,
-                                  val_ranges=ranges)
-        prep = PrepareSettings(output=report / "model.prepared.onnx", feeds=prep_feeds) if prepare else None
-        return {"model": path, "export": None, "prepare": prep, "feeds": None}
-    export = ExportSettings(
-        source=model, output=report / "model.onnx", inputs=tuple(inputs or []),
-        dynamic=tuple(parse_dynamic(d) for d in dynamic or []), weights=weights, exporter=exporter,
-        opset=parse_opset(opset), target=target, seed=seed, val_ranges=ranges, trust_remote_code=trust_remote_code,
-    )
-    plans = plan_inputs(tuple(parse_export_input(t) for t in export.inputs), export.dynamic) if export.inputs else []
-    feeds = FeedSettings(inputs=tuple(InputShape(p.name, p.trace_shape) for p in plans), seed=seed, val_ranges=ranges)
-    prep = None if prepare is False else PrepareSettings(output=report / "model.prepared.onnx", feeds=feeds)
-    return {"model": None, "export": export, "prepare": prep, "feeds": feeds}
+    # the tolerances are parsed after the model and build options, as always
+    _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json)
 
 
 def demo(report: ReportOpt = Path("enginekit-report"), as_json: JsonOpt = False) -> None:
@@ -196,6 +123,7 @@ def _run(settings: object, as_json: bool) -> None:
     from enginekit.pipeline import optimize
     from enginekit.report.markdown import fmt
     from enginekit.settings import OptimizeSettings
+    from enginekit.status import Status
 
     assert isinstance(settings, OptimizeSettings)
     with common.err.status("optimize: running backends…"):
@@ -207,7 +135,7 @@ def _run(settings: object, as_json: bool) -> None:
     out = common.out
     steps = Table("step", "status", "s", "reason", title="Steps", title_justify="left")
     for s in doc["steps"]:
-        style = {"OK": "green", "FAIL": "red", "SKIPPED": "yellow"}[s["status"]]
+        style = {Status.STEP_OK: "green", Status.STEP_FAIL: "red", Status.STEP_SKIPPED: "yellow"}[s["status"]]
         steps.add_row(escape(s["name"]), f"[{style}]{s['status']}[/]", f"{s['duration_s']:.2f}", escape(s["reason"]))
     out.print(steps)
     t = Table("backend", "precision", "status", "median ms", "p90 ms", "speed-up", "accuracy", "macro P",

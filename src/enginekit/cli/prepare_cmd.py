@@ -20,6 +20,7 @@ from enginekit.cli.common import (
     ValidateOpt,
     ValRangeOpt,
 )
+from enginekit.status import Status
 
 _PASS_HELP = ("Pass to run, in order: unique-dim-names, shape-inference, simplify, int64-to-int32 (default: these "
               "four), or 'none'. Repeat or comma-separate. fix-input-shapes and opset run first when their options "
@@ -76,7 +77,7 @@ def prepare(
     common.exit_with(result.exit_code)
 
 
-_STYLE = {"applied": "green", "skipped": "dim", "rejected": "red", "failed": "red"}
+_STYLE: dict[str, str] = {Status.APPLIED: "green", Status.SKIPPED: "dim", Status.REJECTED: "red", Status.FAILED: "red"}
 
 
 def render(doc: dict[str, Any]) -> None:
@@ -95,7 +96,7 @@ def render(doc: dict[str, Any]) -> None:
         t.add_row(escape(p["name"]), f"[{style}]{p['status']}[/]", nodes, secs, escape(p["summary"]))
     out.print(t)
     for p in doc["passes"]:
-        if p["status"] in ("rejected", "failed"):
+        if p["status"] in (Status.REJECTED, Status.FAILED):
             out.print(f"  [red]{p['status']}[/] [bold]{escape(p['name'])}[/]: {escape(p['reason'])}")
     if doc["verified"]:
         feed = ", ".join(f"{escape(k)}{v['shape']}" for k, v in doc["inputs"].items())

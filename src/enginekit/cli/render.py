@@ -10,8 +10,10 @@ from rich.table import Table
 
 from enginekit.cli.common import out
 from enginekit.report.markdown import fmt
+from enginekit.status import Status
 
-_STATUS_STYLE = {"ok": "green", "failed": "red", "error": "red", "skipped": "yellow"}
+_STATUS_STYLE: dict[str, str] = {Status.OK: "green", Status.FAILED: "red", Status.ERROR: "red",
+                                 Status.SKIPPED: "yellow"}
 
 
 def status(s: str) -> str:

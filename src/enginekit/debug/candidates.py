@@ -19,18 +19,20 @@ import onnx
 from enginekit.compare import CompareSettings, compare_arrays
 from enginekit.debug.execute import Executor, Reference
 from enginekit.graph.precision import PrecisionPlan, convert_precision
+from enginekit.graph.values import elem_type, value_infos
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS
+from enginekit.tensors import ONNX_FLOAT_TYPES
 
 log = logging.getLogger(__name__)
 
 Feed = dict[str, np.ndarray]
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 
 
 def run_onnx(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], precision: str = "fp32") -> Feed:
     """Outputs of ``model`` on ``feed``: onnxruntime CPU for fp32 and int8; onnx's reference evaluator for
     fp16/bf16 (each value stored in its type; onnxruntime's CPU provider hides fp16 overflow, see
     :mod:`enginekit.debug.execute`)."""
-    return Executor("onnx-reference" if precision in ("fp16", "bf16") else "ort").run(model, feed)
+    return Executor("onnx-reference" if precision in REDUCED_FLOAT_PRECISIONS else "ort").run(model, feed)
 
 
 class FloatCandidates:
@@ -95,22 +97,6 @@ def _with_feed_shapes(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | N
         return m
 
 
-def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    g = model.graph
-    infos = {vi.name: vi.type for vi in (*g.value_info, *g.input, *g.output)}
-    for t in g.initializer:
-        tp = onnx.TypeProto()
-        tp.tensor_type.elem_type = t.data_type
-        for d in t.dims:
-            tp.tensor_type.shape.dim.add().dim_value = d
-        infos[t.name] = tp
-    return infos
-
-
-def _elem(tp: onnx.TypeProto | None) -> int:
-    return tp.tensor_type.elem_type if tp is not None and tp.HasField("tensor_type") else 0
-
-
 def _dims(tp: onnx.TypeProto | None) -> list[int] | None:
     if tp is None or not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
         return None
@@ -153,7 +139,7 @@ def graph_facts(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None,
                 op_types: Sequence[str] | None = None) -> GraphFacts:
     """Plan candidates of ``model``: named nodes with float compute (restricted to ``op_types`` if given)."""
     inferred = _with_feed_shapes(model, feed)
-    infos = _value_infos(inferred)
+    infos = value_infos(inferred.graph)
     order: list[str] = []
     flops: dict[str, float] = {}
     position: dict[str, int] = {}
@@ -163,7 +149,7 @@ def graph_facts(model: onnx.ModelProto, feed: Mapping[str, np.ndarray] | None,
             position.setdefault(node.name, i)
         if node.op_type == "Constant":
             continue
-        floats = any(_elem(infos.get(v)) in _FLOAT_TYPES for v in (*node.input, *node.output) if v)
+        floats = any(elem_type(infos.get(v)) in ONNX_FLOAT_TYPES for v in (*node.input, *node.output) if v)
         if not floats:
             continue
         if not node.name:

@@ -76,7 +76,7 @@ class Executor:
 
 def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
     """A copy of ``model`` whose graph outputs are ``names`` (types left to the runtime)."""
-    from enginekit.debug.observe import value_types
+    from enginekit.graph.values import value_types
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -106,18 +106,14 @@ def _run_reference(model: onnx.ModelProto, feed: Mapping[str, np.ndarray],
 
 def _run_ort(model: onnx.ModelProto, feed: Mapping[str, np.ndarray], names: Sequence[str] | None,
              observing: bool) -> dict[str, np.ndarray]:
-    from enginekit.deps import require
+    from enginekit.ortsession import ort_session
 
-    ort = require("onnxruntime", purpose="the precision debugger's onnxruntime runs")
     graph_outputs = [o.name for o in model.graph.output]
     wanted = list(names) if names is not None else graph_outputs
     if set(wanted) - set(graph_outputs):
         model = _with_outputs(model, wanted)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if observing:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(model.SerializeToString(), purpose="the precision debugger's onnxruntime runs",
+                       log_severity=3, graph_optimization="disable" if observing else None)
     values = sess.run(wanted, dict(feed))
     return {n: np.asarray(v) for n, v in zip(wanted, values, strict=True)}
 

@@ -20,17 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto
 
 from enginekit.errors import InvalidArgumentError
+from enginekit.graph.values import value_types
+from enginekit.tensors import ONNX_FLOAT_TYPES
 
 if TYPE_CHECKING:
     from enginekit.debug.execute import Executor
 
 log = logging.getLogger(__name__)
 
-FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16",
-               TensorProto.BFLOAT16: "bfloat16", TensorProto.DOUBLE: "float64"}
 # (largest finite value, smallest subnormal, smallest normal) of each target precision
 TARGET_LIMITS: dict[str, tuple[float, float, float]] = {
     "fp16": (65504.0, 2.0**-24, 2.0**-14),
@@ -134,20 +133,6 @@ def node_label(node: onnx.NodeProto) -> str:
     return node.name or f"<{node.op_type} -> {node.output[0] if node.output else '?'}>"
 
 
-def value_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every value shape inference (or the model's own value_info) knows."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:  # noqa: BLE001 - fall back to the model's own value_info
-        log.warning("shape inference failed (%s); using the model's own value_info", exc)
-        inferred = model
-    g = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.value_info, *g.output, *g.input)
-             if vi.type.HasField("tensor_type")}
-    types.update((t.name, t.data_type) for t in g.initializer)
-    return types
-
-
 def float_values(model: onnx.ModelProto) -> list[ObservedValue]:
     """Float outputs of the graph's nodes (Constant nodes excluded), in topological (node) order."""
     types = value_types(model)
@@ -156,7 +141,7 @@ def float_values(model: onnx.ModelProto) -> list[ObservedValue]:
         if node.op_type == "Constant":
             continue
         for v in node.output:
-            if v and types.get(v) in FLOAT_TYPES:
+            if v and types.get(v) in ONNX_FLOAT_TYPES:
                 out.append(ObservedValue(v, node_label(node), node.op_type, types[v]))
     return out
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enginekit.errors import InvalidArgumentError
-from enginekit.export.source import ONNX, PADDLE, detect_source
 from enginekit.export.verify import ExportResult
 from enginekit.settings import ExportSettings
+from enginekit.sources.detect import ONNX, PADDLE, detect_source
 
 
 def export_model(settings: ExportSettings) -> ExportResult:

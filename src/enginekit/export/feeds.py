@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enginekit.data import ValueRange, default_range, random_feed
-from enginekit.export.shapes import InputPlan
+from enginekit.sources.shapes import InputPlan
 
 Unbounded = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 Bounded = Callable[[np.ndarray, float, float, np.random.Generator], np.ndarray]

@@ -25,13 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from enginekit.backends.paddle import (
-    PaddleModelFiles,
-    PaddleRunner,
-    import_paddle,
-    read_program_info,
-    resolve_paddle_model,
-)
+from enginekit.backends.paddle import PaddleRunner, import_paddle, read_program_info
 from enginekit.deps import dist_version, require
 from enginekit.errors import (
     EnginekitError,
@@ -41,6 +35,7 @@ from enginekit.errors import (
     ModelLoadError,
     VerificationError,
 )
+from enginekit.sources.paddle_files import PaddleModelFiles, resolve_paddle_model
 from enginekit.tensors import TensorSpec
 
 if TYPE_CHECKING:

@@ -17,30 +17,15 @@ import numpy as np
 from enginekit.errors import InvalidArgumentError, ModelLoadError, VerificationError
 from enginekit.export.feeds import verification_feeds
 from enginekit.export.names import check_output_names, set_output_names
-from enginekit.export.shapes import InputPlan, parse_export_input, plan_inputs
-from enginekit.export.source import EXPORTED_PROGRAM, TORCHSCRIPT, Source, load_torch_model
 from enginekit.export.targets import parse_target
 from enginekit.export.trace_check import TraceWarning, display_path, record_trace_warnings
 from enginekit.export.verify import ExportResult, VerifyCase, failure_table, summary, verify_cases
 from enginekit.settings import ExportSettings
+from enginekit.sources.detect import EXPORTED_PROGRAM, TORCHSCRIPT, Source
+from enginekit.sources.shapes import InputPlan, parse_export_input, plan_inputs
+from enginekit.sources.torch_load import flatten_outputs, load_torch_model
 
 log = logging.getLogger(__name__)
-
-
-def flatten_outputs(obj: Any) -> list[Any]:
-    """Tensors of a (nested) tuple/list/dict output, in order; dict values in insertion order."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for item in obj for t in flatten_outputs(item)]
-    if isinstance(obj, dict):
-        return [t for item in obj.values() for t in flatten_outputs(item)]
-    if obj is None:
-        return []
-    raise InvalidArgumentError(f"The model returned a {type(obj).__name__}; only tensors (in tuples, lists or "
-                               "dicts) can be exported.")
 
 
 def _flat_module(model: Any, *, eval_mode: bool = True) -> Any:

@@ -41,16 +41,12 @@ def save_onnx(proto: Any, path: Path, threshold: int) -> bool:
 
 def run_onnx_factory(proto: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """An onnxruntime CPU session over ``proto``; outputs by name."""
-    import onnxruntime as ort
-
     from enginekit.errors import VerificationError
+    from enginekit.ortsession import ort_session
 
-    ort.set_default_logger_severity(4)  # failures come back as exceptions; don't also print them
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    try:
-        session = ort.InferenceSession(proto.SerializeToString(), sess_options=opts,
-                                       providers=["CPUExecutionProvider"])
+    try:  # failures come back as exceptions; onnxruntime does not also print them
+        session = ort_session(proto.SerializeToString(), purpose="verifying exported models", log_severity=4,
+                              default_logger_severity=4)
     except Exception as exc:  # noqa: BLE001 - an exported model ORT cannot load failed verification
         text = " ".join(str(exc).split())
         raise VerificationError(f"The exported ONNX does not load in onnxruntime: {text}") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from enginekit.tensors import ONNX_TYPE_NAMES, Dim, TensorSpec
+from enginekit.tensors import Dim, TensorSpec, onnx_type_name
 
 if TYPE_CHECKING:
     import onnx
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 def _value_info_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     tt = vi.type.tensor_type
-    dtype = ONNX_TYPE_NAMES.get(tt.elem_type, f"onnx-type-{tt.elem_type}")
+    dtype = onnx_type_name(tt.elem_type)
     if not tt.HasField("shape"):
         return TensorSpec(vi.name, None, dtype)
     dims: list[Dim] = []

@@ -102,7 +102,7 @@ def load_model(
     for ref in refs:
         _external_span(ref, base_dir, model_path)
     if check:
-        _run_checker(model, model_path, has_external=bool(refs))
+        check_loaded_model(model, model_path, has_external=bool(refs))
     if load_external_data:
         for ref in refs:
             ref.tensor.raw_data = read_external_data(ref, model_path)
@@ -277,7 +277,7 @@ def _check_text(model: onnx.ModelProto, model_path: Path) -> None:
         )
 
 
-def _run_checker(model: onnx.ModelProto, model_path: Path, *, has_external: bool) -> None:
+def check_loaded_model(model: onnx.ModelProto, model_path: Path, *, has_external: bool) -> None:
     import onnx
 
     checked = model

@@ -37,11 +37,11 @@ from enginekit.graph.io import input_specs, output_specs
 from enginekit.graph.load import load_model
 from enginekit.graph.passes import PASSES, PROTOBUF_LIMIT, PassContext, PassFn, PassOutput, check_fixed_shapes
 from enginekit.settings import FeedSettings, PrepareSettings
+from enginekit.status import Status
 from enginekit.tensors import TensorSpec
 
 log = logging.getLogger(__name__)
 
-APPLIED, REJECTED, SKIPPED, FAILED = "applied", "rejected", "skipped", "failed"
 #: Models at least this large are written with their weights in ``<output>.data`` next to the .onnx.
 EXTERNAL_DATA_THRESHOLD = PROTOBUF_LIMIT
 _MAX_REASON = 600
@@ -96,7 +96,7 @@ class PrepareResult:
     @property
     def passed(self) -> bool:
         """True when every pass applied or changed nothing."""
-        return all(p.status in (APPLIED, SKIPPED) for p in self.passes)
+        return all(p.status in (Status.APPLIED, Status.SKIPPED) for p in self.passes)
 
     @property
     def exit_code(self) -> int:
@@ -110,12 +110,12 @@ class PrepareResult:
     def message(self) -> str:
         where = self.output + (f" (weights in {self.external_data} beside it)" if self.external_data else "")
         if self.passed:
-            n_applied = sum(p.status == APPLIED for p in self.passes)
-            n_same = sum(p.status == SKIPPED for p in self.passes)
+            n_applied = sum(p.status == Status.APPLIED for p in self.passes)
+            n_same = sum(p.status == Status.SKIPPED for p in self.passes)
             how = ("each verified against the original model with onnxruntime (CPU)" if self.verify
                    else "NOT verified (--no-verify)")
             return f"Wrote {where}: {n_applied} pass(es) applied, {n_same} without change; {how}."
-        bad = [f"{p.name} {p.status}" for p in self.passes if p.status in (REJECTED, FAILED)]
+        bad = [f"{p.name} {p.status}" for p in self.passes if p.status in (Status.REJECTED, Status.FAILED)]
         return (f"Wrote {where} with the passes that survived; {', '.join(bad)}: the model before "
                 f"{'it' if len(bad) == 1 else 'each of them'} was kept.")
 
@@ -210,21 +210,19 @@ def _short(exc: BaseException) -> str:
 
 
 def _ort_session(model: onnx.ModelProto) -> Any:
-    from enginekit.deps import require
+    from enginekit.ortsession import ort_session
 
-    ort = require("onnxruntime", purpose="verifying prepared models")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # run the graph as written
-    providers = ["CPUExecutionProvider"]
+    def session(source: bytes | Path) -> Any:  # the graph run as written
+        return ort_session(source, purpose="verifying prepared models", log_severity=3, graph_optimization="disable")
+
     if model.ByteSize() < PROTOBUF_LIMIT:
-        return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers)
+        return session(model.SerializeToString())
     with tempfile.TemporaryDirectory(prefix="enginekit-verify-") as tmp:
         path = Path(tmp) / "model.onnx"
         big = onnx.ModelProto()
         big.CopyFrom(model)
         onnx.save_model(big, str(path), save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return session(path)
 
 
 def _run(session: Any, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -327,22 +325,23 @@ def _run_pass(
     except Exception as exc:  # noqa: BLE001 - a failing pass is a row, never a crash
         log.debug("pass %s failed", name, exc_info=True)
         reason = _short(exc) + (f" ({exc.hint})" if isinstance(exc, EnginekitError) and exc.hint else "")
-        return PassResult(name, FAILED, before, before, reason=reason, duration_s=time.perf_counter() - t0), current
+        failed = PassResult(name, Status.FAILED, before, before, reason=reason, duration_s=time.perf_counter() - t0)
+        return failed, current
     duration = time.perf_counter() - t0
     after = len(out.model.graph.node)
     common: dict[str, Any] = {"summary": out.summary, "details": dict(out.details), "duration_s": duration}
     if _same_model(current, out.model):
-        return PassResult(name, SKIPPED, before, after, reason="no change", **common), current
+        return PassResult(name, Status.SKIPPED, before, after, reason="no change", **common), current
     if verifier is None:
-        return PassResult(name, APPLIED, before, after, **common), out.model
+        return PassResult(name, Status.APPLIED, before, after, **common), out.model
     t1 = time.perf_counter()
     reason, comparison = verifier.verify(out.model)
     verify_s = time.perf_counter() - t1
     if reason:
         log.warning("pass %s rejected: %s", name, reason)
-        return PassResult(name, REJECTED, before, after, reason=reason, verify_s=verify_s, verified=True,
+        return PassResult(name, Status.REJECTED, before, after, reason=reason, verify_s=verify_s, verified=True,
                           comparison=comparison, **common), current
-    return PassResult(name, APPLIED, before, after, verify_s=verify_s, verified=True, comparison=comparison,
+    return PassResult(name, Status.APPLIED, before, after, verify_s=verify_s, verified=True, comparison=comparison,
                       **common), out.model
 
 
@@ -381,7 +380,7 @@ def prepare_model(
     ``passes_registry`` maps pass names to functions (default :data:`PASSES`). User errors (unknown
     pass, bad shapes, feed that does not fit) raise before any pass runs.
     """
-    from enginekit.multirun import prepare_feed
+    from enginekit.data import prepare_feed
 
     registry = PASSES if passes_registry is None else passes_registry
     model_path, output = Path(model_path), Path(settings.output)

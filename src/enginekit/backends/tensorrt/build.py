@@ -23,12 +23,12 @@ from typing import Any
 from enginekit.backends.tensorrt.dims import unique_dim_names, write_renamed
 from enginekit.backends.tensorrt.lib import CollectingLogger, TrtLibrary, load_library, native_stdout_captured
 from enginekit.errors import BuildError, InvalidArgumentError
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS, TENSORRT_PRECISIONS
 from enginekit.settings import BuildSettings
 from enginekit.tensors import TensorSpec
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "best")
 HW_COMPAT = {"ampere-plus": "AMPERE_PLUS", "same-compute-capability": "SAME_COMPUTE_CAPABILITY"}
 Progress = Callable[[str, int, int], None]  # (phase, step, total)
 _MAX_WORKSPACE_MIB = (1 << 43) - 1  # the limit is bytes in an int64
@@ -49,8 +49,8 @@ class BuildResult:
 
 
 def _check_settings(s: BuildSettings, lib: TrtLibrary) -> None:
-    if s.precision not in PRECISIONS:
-        raise InvalidArgumentError(f"--precision {s.precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if s.precision not in TENSORRT_PRECISIONS:
+        raise InvalidArgumentError(f"--precision {s.precision!r}: choose one of {', '.join(TENSORRT_PRECISIONS)}.")
     if s.calib_method not in ("entropy", "minmax"):
         raise InvalidArgumentError(f"--calib-method {s.calib_method!r}: choose entropy or minmax.")
     if s.precision == "int8" and s.calib_data is None:
@@ -74,20 +74,14 @@ def _check_settings(s: BuildSettings, lib: TrtLibrary) -> None:
         lib.compute_capability_enum(cc)
 
 
-def local_gpu() -> dict[str, str] | None:
-    """Name and compute capability of GPU 0, or None (nvidia-smi; no CUDA library is loaded)."""
-    from enginekit.doctor import nvidia_smi_gpus
-
-    gpus = nvidia_smi_gpus()
-    return gpus[0] if gpus else None
-
-
 def target_capabilities(s: BuildSettings, lib: TrtLibrary) -> list[str]:
     """What the engine is built for: the requested compute capabilities; else the local GPU's; without a
     GPU (and a library that can target GPUs it does not see), every supported one from Ampere (8.0) on:
     TensorRT-RTX 1.7 cannot compile FP32 GEMMs for Turing (7.5), so Turing is only built when asked for."""
     if s.compute_capabilities:
         return list(s.compute_capabilities)
+    from enginekit.hardware import local_gpu
+
     gpu = local_gpu()
     if gpu is not None:
         return [gpu["compute_capability"]]
@@ -255,7 +249,7 @@ def precision_model(model: Path, s: BuildSettings, lib: TrtLibrary, tmp: Path) -
         precision = "int8" if s.calib_data is not None else "fp16"
     if precision == "fp32":
         return model, {"path": "strong-typing", "precision": "fp32", "how": "ONNX types as given"}
-    if precision in ("fp16", "bf16"):
+    if precision in REDUCED_FLOAT_PRECISIONS:
         import onnx
 
         from enginekit.graph.load import load_model
@@ -273,9 +267,10 @@ def precision_model(model: Path, s: BuildSettings, lib: TrtLibrary, tmp: Path) -
                             f"node(s) and {len(conv.range_kept)} node(s) reading out-of-range constants in FP32",
                      "conversion": conv.to_dict(), "range_kept_fp32": [k.to_dict() for k in conv.range_kept],
                      "warnings": conv.warnings()}
+    from enginekit.graph.calibration import load_calibration_feeds
     from enginekit.graph.io import input_specs
     from enginekit.graph.load import load_model
-    from enginekit.graph.quantize import check_quantized_accuracy, load_calibration_feeds, quantize_qdq
+    from enginekit.graph.quantize import check_quantized_accuracy, quantize_qdq
 
     assert s.calib_data is not None
     specs = input_specs(load_model(model, load_external_data=False, check=False))

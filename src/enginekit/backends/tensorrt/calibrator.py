@@ -18,7 +18,7 @@ def make_calibrator(lib: TrtLibrary, s: BuildSettings) -> Any:
     """An entropy or min-max calibrator over the feeds in ``s.calib_data``, caching to ``s.calib_cache``."""
     import torch
 
-    from enginekit.graph.quantize import load_calibration_feeds
+    from enginekit.graph.calibration import load_calibration_feeds
 
     if not torch.cuda.is_available():
         raise HardwareUnavailableError("INT8 calibration runs the network on a CUDA GPU, and none is available.")

@@ -32,8 +32,8 @@ def make_manifest(lib: TrtLibrary, s: BuildSettings, model: Path, profiles: list
                   network: dict[str, Any], precision: dict[str, Any], build_s: float, warnings: list[str],
                   key_settings: dict[str, Any]) -> dict[str, Any]:
     from enginekit import __version__
-    from enginekit.backends.tensorrt.build import local_gpu
     from enginekit.cache import model_digest
+    from enginekit.hardware import local_gpu
 
     return {
         "format": FORMAT,

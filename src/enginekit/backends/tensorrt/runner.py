@@ -15,6 +15,7 @@ import numpy as np
 
 from enginekit.backends.base import Runner
 from enginekit.errors import BackendError, HardwareUnavailableError, ModelLoadError
+from enginekit.registry import REDUCED_FLOAT_PRECISIONS
 from enginekit.tensors import TensorSpec
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -39,7 +40,6 @@ def engine_io(plan: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 class TensorRTRunner(Runner):
     backend = "tensorrt"
-    supported_precisions = ("fp32", "fp16", "bf16", "int8", "best")
 
     def _plan_and_manifest(self) -> tuple[Path, dict[str, Any] | None]:
         from enginekit.backends.tensorrt.manifest import read_manifest
@@ -49,7 +49,7 @@ class TensorRTRunner(Runner):
         from enginekit.backends.tensorrt.build import build_engine  # an ONNX model: build through the cache
         from enginekit.settings import BuildSettings
 
-        plan = self.settings.precision_plan if self.precision in ("fp16", "bf16") else None
+        plan = self.settings.precision_plan if self.precision in REDUCED_FLOAT_PRECISIONS else None
         result = build_engine(self.model, BuildSettings(backend=self.backend, precision=self.precision,
                                                         profiles=self.settings.trt_profiles, precision_plan=plan))
         return result.plan_path, result.manifest

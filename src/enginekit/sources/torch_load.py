@@ -1,77 +1,110 @@
-"""Recognize and load a framework source given on the command line.
+"""Which PyTorch model files may run code when loaded, and the one switch that allows them.
 
-PyTorch: ``path/to/file.py:factory`` or ``package.module:factory`` (a callable returning an nn.Module),
-a TorchScript archive (``.pt``/``.pth``/``.ts``/``.torchscript``) or a ``torch.export`` program (``.pt2``).
-Paddle: a ``paddle.jit.save`` model (``.json``/``.pdmodel`` + ``.pdiparams``, their prefix, or a folder).
+Loading these runs code the file carries, whatever enginekit does around the loader (verified with planted
+payloads on torch 2.13, see tests/security):
 
-A factory's module is imported and the factory called: the user's code runs (see
-:func:`enginekit.backends.torch_load.user_code`). TorchScript archives and ``.pt2`` programs run code they carry
-when loaded, so they load only with ``trust_remote_code`` (:mod:`enginekit.backends.torch_load`).
+* a TorchScript archive (``torch.jit.load``): its ``__setstate__`` methods run on load, and TorchScript can
+  create and overwrite files (``torch.from_file(path, shared=True)``);
+* a ``torch.export`` program (``.pt2``, ``torch.export.load``): its pickled parts fall back to
+  ``torch.load(weights_only=False)`` (example inputs, pickled weights and constants, opaque objects), and its
+  symbolic shape expressions are parsed with ``sympy.sympify``, which evaluates Python: forcing weights-only
+  loading still leaves the second route open;
+* an AOTInductor package (``.pt2`` with ``data/aotinductor/``): a shared library, loaded by design.
+
+enginekit loads them only with ``--trust-remote-code`` (``trust_remote_code=True`` in ``ExportSettings`` and
+``BackendSettings``), named like Hugging Face's switch for model code from outside the user's control.
+Python sources (``file.py:factory``, ``package.module:factory``) are imported and called: that is the user's
+own code, named on the command line, so it needs no switch; :func:`user_code` turns a ``sys.exit`` (or an
+argparse error) during that import or call into a user error that names the file.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from enginekit.errors import InvalidArgumentError, ModelLoadError
+from enginekit.sources.detect import EXPORTED_PROGRAM, TORCHSCRIPT, Source, detect_source, is_aoti_package
 
-log = logging.getLogger(__name__)
+TRUST_FLAG = "--trust-remote-code"
 
-TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
-PADDLE_SUFFIXES = (".pdmodel", ".pdiparams", ".json")
+TORCHSCRIPT_ARCHIVE, EXPORT_PROGRAM, AOTI_PACKAGE = "TorchScript archive", "torch.export program", "AOTInductor package"
 
-FACTORY, TORCHSCRIPT, EXPORTED_PROGRAM, PADDLE, ONNX = "factory", "torchscript", "exported-program", "paddle", "onnx"
-
-
-@dataclass(frozen=True)
-class Source:
-    kind: str
-    text: str
-    path: Path | None = None  # file for archives, module file for FACTORY when given as a path
-    attr: str | None = None  # factory name
-
-    @property
-    def framework(self) -> str:
-        return {PADDLE: "paddle", ONNX: "onnx"}.get(self.kind, "torch")
+_WHY = {
+    TORCHSCRIPT_ARCHIVE: "torch.jit.load runs the TorchScript code inside it (its __setstate__ methods, which can "
+    "create and overwrite files)",
+    EXPORT_PROGRAM: "torch.export.load unpickles parts of it with weights_only=False and evaluates the symbolic "
+    "shape expressions written in it as Python (sympy.sympify), so a crafted file runs any code",
+    AOTI_PACKAGE: "running it loads the shared library inside it (native code, by design)",
+}
 
 
-def _is_paddle_dir(p: Path) -> bool:
-    return p.is_dir() and any(p.glob("*.pdiparams"))
-
-
-def detect_source(text: str) -> Source:
-    """Classify SOURCE without importing any framework."""
-    path = Path(text)
-    if path.suffix.lower() == ".onnx":
-        return Source(ONNX, text, path)
-    if path.suffix.lower() == ".pt2":
-        return Source(EXPORTED_PROGRAM, text, path)
-    if path.suffix.lower() in PADDLE_SUFFIXES or _is_paddle_dir(path) or Path(text + ".pdiparams").is_file():
-        return Source(PADDLE, text, path)
-    if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
-        return Source(TORCHSCRIPT, text, path)
-    module, sep, attr = text.rpartition(":")
-    if sep and attr.isidentifier() and module:
-        if module.endswith(".py"):
-            return Source(FACTORY, text, Path(module), attr)
-        if all(part.isidentifier() for part in module.split(".")):
-            return Source(FACTORY, text, None, attr)
-    raise InvalidArgumentError(
-        f"Cannot tell what kind of model {text!r} is.",
-        hint="Give path/to/file.py:factory or package.module:factory (a callable returning an nn.Module), "
-        "a TorchScript file (.pt), a torch.export program (.pt2), or a Paddle model "
-        "(model.json/.pdmodel + .pdiparams, or their folder).",
+def check_trusted(path: str | Path, what: str, trusted: bool) -> None:
+    """ModelLoadError (exit 2) naming :data:`TRUST_FLAG` unless ``trusted``: ``what`` is one of the kinds above."""
+    if trusted:
+        return
+    raise ModelLoadError(
+        f"{str(path)!r} is {'an' if what[0] in 'AEIOU' else 'a'} {what}: {_WHY[what]}. enginekit does not load "
+        f"such a file unless you pass {TRUST_FLAG}.",
+        hint=f"Pass {TRUST_FLAG} (Python API: trust_remote_code=True) only for a file you made or trust as you "
+        "would a program; or give the model's Python code as file.py:factory (--weights loads a state dict with "
+        "weights_only=True).",
     )
 
 
+def torch_file_kind(path: str | Path) -> str | None:
+    """The kind of :data:`_WHY` a PyTorch model file is (from its name and zip directory), or None (Python code,
+    ONNX, Paddle, ...). Nothing is loaded."""
+    from enginekit.errors import InvalidArgumentError
+    from enginekit.sources.detect import EXPORTED_PROGRAM, TORCHSCRIPT
+
+    try:
+        kind = detect_source(str(path)).kind
+    except InvalidArgumentError:
+        return None
+    if kind == EXPORTED_PROGRAM:
+        return AOTI_PACKAGE if is_aoti_package(path) else EXPORT_PROGRAM
+    return TORCHSCRIPT_ARCHIVE if kind == TORCHSCRIPT else None
+
+
+def check_source_trust(source: str | Path, trusted: bool) -> None:
+    """Refuse (exit 2) a PyTorch model file that runs code when loaded, unless ``trusted``; before any work."""
+    what = torch_file_kind(source)
+    if what is not None:
+        check_trusted(source, what, trusted)
+
+
+@contextmanager
+def user_code(path: str, action: str) -> Iterator[None]:
+    """Run the user's Python code (importing ``path``, calling its factory) as a library call.
+
+    ``sys.argv`` is ``[path]`` meanwhile, so code that parses the command line on import sees none of
+    enginekit's options; a ``SystemExit`` (``sys.exit()``, ``exit()``, an argparse error) becomes a
+    ModelLoadError naming the file instead of ending enginekit with that code. KeyboardInterrupt passes.
+    """
+    saved = sys.argv
+    sys.argv = [path]
+    try:
+        yield
+    except SystemExit as exc:
+        code = exc.code if exc.code is not None else 0
+        raise ModelLoadError(
+            f"{action} {path!r} exited the program (SystemExit with code {code!r}): the code calls sys.exit() or "
+            "parses the command line (argparse) when it is imported or called, so it cannot be loaded as a model.",
+            hint='Move that code under `if __name__ == "__main__":`, so that importing the file only defines the '
+            "model and calling the factory only builds it.",
+        ) from None
+    finally:
+        sys.argv = saved
+
+
 def _import_factory_module(src: Source) -> Any:
-    from enginekit.backends.torch_load import user_code
+    from enginekit.sources.torch_load import user_code
 
     if src.path is None:
         module_name = src.text.rpartition(":")[0]
@@ -114,15 +147,8 @@ def load_torch_model(src: Source, weights: Path | None, *, trust_remote_code: bo
     TorchScript archives and ``.pt2`` programs run code they carry when loaded: without ``trust_remote_code``
     they are refused (ModelLoadError naming ``--trust-remote-code``) before torch reads them.
     """
-    from enginekit.backends.torch_common import is_aoti_package
-    from enginekit.backends.torch_load import (
-        AOTI_PACKAGE,
-        EXPORT_PROGRAM,
-        TORCHSCRIPT_ARCHIVE,
-        check_trusted,
-        user_code,
-    )
     from enginekit.deps import require
+    from enginekit.sources.torch_load import AOTI_PACKAGE, EXPORT_PROGRAM, TORCHSCRIPT_ARCHIVE, check_trusted, user_code
 
     torch = require("torch", purpose="exporting PyTorch models")
     if src.kind == EXPORTED_PROGRAM:
@@ -197,3 +223,19 @@ def load_weights(model: Any, weights: Path) -> None:
             f"unexpected {list(result.unexpected_keys)[:8]}.",
             hint="Check that the factory builds the architecture the weights were trained with.",
         )
+
+
+def flatten_outputs(obj: Any) -> list[Any]:
+    """Tensors of a (nested) tuple/list/dict output, in order; dict values in insertion order."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in flatten_outputs(item)]
+    if isinstance(obj, dict):
+        return [t for item in obj.values() for t in flatten_outputs(item)]
+    if obj is None:
+        return []
+    raise InvalidArgumentError(f"The model returned a {type(obj).__name__}; only tensors (in tuples, lists or "
+                               "dicts) can be exported.")

@@ -1,0 +1,161 @@
+"""Planning `optimize`: from the options a person gives (CLI or Python) to one :class:`OptimizeSettings`.
+
+An ONNX model runs as it is (prepared when asked); a PyTorch or Paddle source is exported (and verified) first,
+then prepared; a TensorRT target adds one engine build per precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from enginekit.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from enginekit.settings import (
+        BackendSettings,
+        BuildSettings,
+        CompareSettings,
+        ExportSettings,
+        FeedSettings,
+        OptimizeSettings,
+        PrepareSettings,
+    )
+
+__all__ = ["plan_optimize", "tensorrt_builds"]
+
+
+def plan_optimize(
+    model: str | Path | None = None,
+    *,
+    backends: Sequence[str] = (),
+    reference: str | None = None,
+    inputs: Sequence[str] = (),
+    load_inputs: Path | None = None,
+    seed: int = 1,
+    val_ranges: Sequence[str] = (),
+    allow_nonfinite: bool = False,
+    dynamic: Sequence[str] = (),
+    weights: Path | None = None,
+    exporter: str = "auto",
+    opset: str = "auto",
+    target: str = "ort",
+    precisions: Sequence[str] = (),
+    profiles: Sequence[str] = (),
+    calib_data: Path | None = None,
+    compute_capabilities: Sequence[str] = (),
+    cache_dir: Path | None = None,
+    precision_plan: Path | None = None,
+    precision_plan_model: Path | None = None,
+    prepare: bool | None = None,
+    trust_remote_code: bool = False,
+    backend: BackendSettings | None = None,
+    compare: CompareSettings | None = None,
+    dataset: Path | None = None,
+    batch_size: int = 0,
+    report_dir: Path = Path("enginekit-report"),
+) -> OptimizeSettings:
+    """The settings of `enginekit optimize` for these options (the same names as the command's, as values).
+
+    ``model``: an ONNX file, or a PyTorch/Paddle source as for `enginekit export` (``inputs`` then take export
+    dims such as ``x:batch,3,32,32``); None: the bundled digits example. ``prepare``: None runs `prepare`'s passes
+    after an export only. ``backend``: the backend options; its precision plan, plan model and trust switch are
+    set from ``precision_plan``, ``precision_plan_model`` (default for a PyTorch source: the ONNX this run
+    exports) and ``trust_remote_code``. Raises InvalidArgumentError for bad options.
+    """
+    from enginekit.data import check_seed
+    from enginekit.settings import BackendSettings, CompareSettings, OptimizeSettings
+    from enginekit.sources.shapes import parse_opset
+
+    if batch_size < 0:
+        raise InvalidArgumentError(f"--batch-size {batch_size}: must be >= 0.")
+    parse_opset(opset)
+    check_seed(seed)
+    source = _plan_source(None if model is None else str(model), inputs, load_inputs, seed, val_ranges,
+                          allow_nonfinite, dynamic, weights, exporter, opset, target, prepare, report_dir,
+                          trust_remote_code)
+    builds = tensorrt_builds(target, tuple(precisions), tuple(profiles), calib_data, tuple(compute_capabilities),
+                             cache_dir, precision_plan)
+    if precision_plan is not None and precision_plan_model is None and source.export is not None:
+        precision_plan_model = source.export.output  # written by the export step, read by the runners
+    return OptimizeSettings(
+        builds=builds,
+        model=source.model,
+        export=source.export,
+        prepare=source.prepare,
+        backends=tuple(backends),
+        reference=reference,
+        feeds=source.feeds,
+        backend=replace(backend or BackendSettings(), precision_plan=precision_plan,
+                        precision_plan_model=precision_plan_model, trust_remote_code=trust_remote_code),
+        compare=compare or CompareSettings(),
+        dataset=dataset,
+        batch_size=batch_size,
+        report_dir=report_dir,
+    )
+
+
+def tensorrt_builds(target: str, precisions: tuple[str, ...], profiles: tuple[str, ...], calib_data: Path | None,
+                    ccs: tuple[str, ...], cache_dir: Path | None, plan: Path | None) -> tuple[BuildSettings, ...]:
+    """One BuildSettings per precision when the target is TensorRT (those at the plan's precision take the
+    --precision-plan); none otherwise."""
+    from enginekit.graph.support import parse_target
+    from enginekit.settings import BuildSettings
+
+    name, _ = parse_target(target)
+    if name not in ("tensorrt", "tensorrt-rtx"):
+        if precisions or profiles or calib_data or ccs:
+            raise InvalidArgumentError("--precision/--profile/--calib-data/--compute-capability apply to TensorRT "
+                                       "targets (--target tensorrt or tensorrt-rtx).")
+        return ()
+    chosen = precisions or (("fp32", "fp16") + (("int8",) if calib_data else ()))
+    plan_precision = None
+    if plan is not None:
+        from enginekit.graph.precision import load_plan
+
+        plan_precision = load_plan(plan).precision
+    return tuple(BuildSettings(backend=name, precision=p, profiles=profiles, calib_data=calib_data,
+                               compute_capabilities=ccs, cache_dir=cache_dir,
+                               precision_plan=plan if p == plan_precision else None) for p in chosen)
+
+
+@dataclass(frozen=True)
+class _Source:
+    model: Path | None  # ONNX model (None with an export, or for the bundled example)
+    export: ExportSettings | None
+    prepare: PrepareSettings | None
+    feeds: FeedSettings  # the comparison feed
+
+
+def _plan_source(
+    model: str | None, inputs: Sequence[str], load_inputs: Path | None, seed: int, val_ranges: Sequence[str],
+    allow_nonfinite: bool, dynamic: Sequence[str], weights: Path | None, exporter: str, opset: str, target: str,
+    prepare: bool | None, report: Path, trust_remote_code: bool,
+) -> _Source:
+    """ONNX model path, or export settings (+ the feed shapes the export traces at), prepare settings and feeds."""
+    from enginekit.data import InputShape, parse_input_shape, parse_value_range
+    from enginekit.settings import ExportSettings, FeedSettings, PrepareSettings
+    from enginekit.sources.detect import ONNX, detect_source
+    from enginekit.sources.shapes import parse_dynamic, parse_export_input, parse_opset, plan_inputs
+
+    ranges = tuple(parse_value_range(v) for v in val_ranges)
+    if model is None or detect_source(model).kind == ONNX:
+        shapes = tuple(parse_input_shape(t) for t in inputs)
+        prep_feeds = FeedSettings(inputs=shapes, seed=seed, val_ranges=ranges)
+        prep = PrepareSettings(output=report / "model.prepared.onnx", feeds=prep_feeds) if prepare else None
+        if load_inputs is not None and inputs:
+            raise InvalidArgumentError("--load-inputs and --input both give the feed shapes; use one of them.")
+        feeds = FeedSettings(inputs=shapes, load_inputs=load_inputs, seed=seed, val_ranges=ranges,
+                             allow_nonfinite=allow_nonfinite)
+        return _Source(Path(model) if model is not None else None, None, prep, feeds)
+    export = ExportSettings(
+        source=model, output=report / "model.onnx", inputs=tuple(inputs),
+        dynamic=tuple(parse_dynamic(d) for d in dynamic), weights=weights, exporter=exporter,
+        opset=parse_opset(opset), target=target, seed=seed, val_ranges=ranges, trust_remote_code=trust_remote_code,
+    )
+    plans = plan_inputs(tuple(parse_export_input(t) for t in export.inputs), export.dynamic) if export.inputs else []
+    feeds = FeedSettings(inputs=tuple(InputShape(p.name, p.trace_shape) for p in plans), seed=seed, val_ranges=ranges)
+    prep = None if prepare is False else PrepareSettings(output=report / "model.prepared.onnx", feeds=feeds)
+    return _Source(None, export, prep, feeds)

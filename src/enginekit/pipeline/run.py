@@ -1,0 +1,254 @@
+"""`optimize`: [export → prepare →] load → inspect → feeds → builds → one step per candidate → compare →
+debug precision → report. The model is parsed once (without its external data) and handed down."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from enginekit.compare.per_precision import settings_for_precision
+from enginekit.multirun import BackendRow, Candidate, check_backend_settings, compare_rows, use_runner
+from enginekit.pipeline.candidates import (
+    batch_size,
+    candidate_format,
+    resolve_build_profiles,
+    resolve_optimize_candidates,
+)
+from enginekit.pipeline.fix import fix_candidate
+from enginekit.pipeline.steps import CandidateResult, OptimizeResult, Pipeline, StepFailed, StepResult, StepSkipped
+from enginekit.status import Status
+
+if TYPE_CHECKING:
+    from enginekit.backends.base import Runner
+    from enginekit.eval.datasets import Dataset
+    from enginekit.settings import BuildSettings, OptimizeSettings
+
+
+def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -> OptimizeResult:
+    """The main job. Never raises for a backend's failure; raises EnginekitError for bad settings.
+
+    ``command`` is what reproduce.sh runs; by default the CLI command equivalent to ``settings``.
+    """
+    from enginekit.compare import validate_tolerance_names
+    from enginekit.data import prepare_feed
+    from enginekit.eval.classification import classification_metrics
+    from enginekit.eval.datasets import load_dataset
+    from enginekit.fileutil import check_writable_folder
+    from enginekit.graph.inspect import summarize_model
+    from enginekit.graph.io import input_specs, output_specs
+    from enginekit.graph.load import check_loaded_model, external_data_files, load_model
+
+    state: dict[str, Any] = {}
+    if settings.model is not None:  # a missing or unreadable model is a user error (exit 2): no report folder
+        state["proto"] = load_model(settings.model, load_external_data=False, check=False)
+    if settings.export is not None:  # a TorchScript/.pt2 source runs code when loaded: refused (exit 2) untrusted
+        from enginekit.sources.torch_load import check_source_trust
+
+        check_source_trust(settings.export.source, settings.export.trust_remote_code)
+    check_writable_folder(settings.report_dir, "--report")
+    result = OptimizeResult(settings)
+    cands, ref = resolve_optimize_candidates(settings)
+    cands += [c for c in (Candidate(b.backend, b.precision) for b in settings.builds) if c not in cands]
+    check_backend_settings(cands, settings.backend)
+    from enginekit.report.writer import prepare_report_dir
+
+    prepare_report_dir(settings.report_dir)  # before anything is written there: refuse a folder of unrelated files
+    result.reference = ref.label
+    pipe = Pipeline(result)
+
+    def export(step: StepResult) -> None:
+        from enginekit.export.api import export_model
+
+        assert settings.export is not None
+        res = export_model(settings.export)
+        state["model_path"] = res.output
+        result.stages["export"] = res.to_dict()
+        how = f"verified on {len(res.cases)} feeds" if res.verified else "not verified (--no-verify)"
+        step.reason = f"{res.framework} → ONNX ({res.exporter}, opset {res.opset_produced}); {how}"
+        step.artifacts.append(str(res.output))
+
+    def prepare(step: StepResult) -> None:
+        from enginekit.graph.prepare import prepare_model
+
+        assert settings.prepare is not None
+        source = state.get("model_path") or settings.model
+        if source is None:
+            raise StepSkipped("no model to prepare")
+        res = prepare_model(Path(source), settings.prepare)
+        result.stages["prepare"] = res.to_dict()
+        state["model_path"] = Path(res.output)
+        step.reason = res.message
+        step.artifacts.append(res.output)
+
+    def load(step: StepResult) -> None:
+        path = state.get("model_path") or settings.model
+        dataset = settings.dataset
+        if path is None:
+            from enginekit.examples import digits
+
+            path, dataset = digits.onnx_path(), dataset or digits.test_data_path()
+        if "model_path" in state or "proto" not in state:  # exported, prepared or the example: not read yet
+            state["proto"] = load_model(path, load_external_data=False, check=False)
+        proto = state["proto"]
+        state["inputs"], state["outputs"] = input_specs(proto), output_specs(proto)
+        validate_tolerance_names(settings.compare, [o.name for o in state["outputs"]])
+        result.model, state["dataset_path"] = Path(path), dataset
+        step.artifacts.append(str(path))
+
+    def inspect(step: StepResult) -> None:
+        assert result.model is not None
+        proto = state["proto"]
+        check_loaded_model(proto, result.model, has_external=bool(external_data_files(proto)))  # as inspect_model does
+        result.model_info = summarize_model(proto, result.model).to_dict()
+
+    def feeds(step: StepResult) -> None:
+        dpath = state["dataset_path"]
+        if dpath is not None:
+            ds = load_dataset(dpath, state["inputs"])
+            state["dataset"] = ds
+            result.dataset = str(dpath)
+            bs = batch_size(state["inputs"], settings.batch_size)
+            state["batch_size"] = bs
+            result.feed = next(ds.batches(bs))  # compare on the first batch of real data
+            from enginekit.data import check_feed, check_finite
+
+            check_feed(state["inputs"], result.feed, where=f"dataset {dpath}")
+            check_finite(result.feed, where=f"dataset {dpath}")
+            step.reason = f"{len(ds)} samples from {dpath}; comparisons on the first batch of {bs or len(ds)}"
+        else:
+            result.feed = prepare_feed(state["inputs"], settings.feeds)
+
+    if settings.export is not None:
+        pipe.step("export", export)
+    if settings.prepare is not None:
+        pipe.step("prepare", prepare)
+    pipe.step("load", load)
+    pipe.step("inspect", inspect, required=False)
+    pipe.step("feeds", feeds)
+
+    engines: dict[Candidate, Path] = {}
+
+    def build(step: StepResult, b: BuildSettings) -> None:
+        from enginekit.backends.tensorrt.build import build_engine
+
+        assert result.model is not None
+        b = resolve_build_profiles(b, state["inputs"], result.feed)
+        res = build_engine(result.model, b)
+        engines[Candidate(b.backend, b.precision)] = res.plan_path
+        p = res.manifest["precision"]
+        where = "engine cache hit" if res.cached else f"built in {res.manifest['build_time_s']} s"
+        step.reason = (f"{where}; {p['path']} path: {p['how']}; targets compute capability "
+                       f"{', '.join(res.manifest['target']['compute_capabilities'])}")
+        step.artifacts.append(str(res.plan_path))
+        result.stages.setdefault("builds", []).append({"backend": b.backend, "precision": b.precision,
+                                                        "cached": res.cached, "manifest": res.manifest})
+
+    for b in settings.builds:
+        pipe.step(f"build {Candidate(b.backend, b.precision).label}", functools.partial(build, b=b), required=False)
+
+    rows: dict[Candidate, CandidateResult] = {}
+    ordered = [ref] + [c for c in cands if c != ref]
+    for cand in ordered:
+
+        def run_candidate(step: StepResult, cand: Candidate = cand) -> None:
+            assert result.model is not None
+            if any(Candidate(b.backend, b.precision) == cand for b in settings.builds) and cand not in engines:
+                built = next(st for st in result.steps if st.name == f"build {cand.label}")
+                if built.status == Status.STEP_SKIPPED:  # a missing package or GPU, said as such
+                    rows[cand] = CandidateResult(BackendRow(cand.backend, cand.precision, Status.SKIPPED,
+                                                            built.reason))
+                    raise StepSkipped(f"not built: {built.reason}")
+                reason = f"its build failed: {built.reason}"
+                rows[cand] = CandidateResult(BackendRow(cand.backend, cand.precision, Status.ERROR, reason))
+                raise StepFailed(reason)
+            model, backend_settings = engines.get(cand, result.model), settings.backend
+            if candidate_format(cand) == "torch" and settings.export is not None:  # runs on the source
+                model = Path(settings.export.source)
+                backend_settings = replace(settings.backend, torch_inputs=settings.export.inputs)
+            row, value = use_runner(
+                cand, model, backend_settings, lambda r: _work(r, result.feed, settings, state.get("dataset"))
+            )
+            cres = CandidateResult(row)
+            rows[cand] = cres
+            if value is not None:
+                row.outputs, row.infer_s, cres.timing, scores = value
+                if scores is not None:
+                    cres.metrics = classification_metrics(scores, state["dataset"].labels).to_dict()
+            if row.status == Status.SKIPPED:
+                raise StepSkipped(row.reason)
+            if row.status != Status.OK:
+                raise StepFailed(row.reason)
+
+        pipe.step(f"run {cand.label}", run_candidate, required=False)
+
+    def compare(step: StepResult) -> None:
+        ref_res = rows.get(ref)
+        if ref_res is None:
+            raise StepSkipped("no backend ran")
+        ref_res.row.is_reference = True
+        ref_out = ref_res.row.outputs or {}
+        compare_rows([rows[c].row for c in ordered if c in rows], ref_res.row,
+                     lambda precision: settings_for_precision(settings.compare, precision, ref_out))
+        ref_ms = (ref_res.timing or {}).get("median_ms")
+        for c in rows.values():
+            ms = (c.timing or {}).get("median_ms")
+            if ref_ms and ms:
+                c.speedup = ref_ms / ms
+        bad = [c.row.label for c in rows.values() if c.row.status not in (Status.OK, Status.SKIPPED)]
+        if bad:
+            raise StepFailed(f"outputs differ from {ref.label}: {', '.join(bad)}")
+
+    pipe.step("compare", compare)
+    result.candidates = [rows[c] for c in cands if c in rows]
+
+    def debug_precision(step: StepResult) -> None:
+        failed = [c for c in result.candidates if c.row.status == Status.FAILED
+                  and c.row.precision in ("fp16", "bf16", "int8")
+                  and candidate_format(Candidate(c.row.backend, c.row.precision)) == "onnx"]
+        if not failed:
+            raise StepSkipped("no low-precision candidate failed verification")
+        assert result.model is not None
+        fixes = [fix_candidate(c, result.model, result.feed, rows[ref].row, settings, loaded=state["proto"])
+                 for c in failed]
+        result.candidates += [f for f in fixes if f is not None]
+        step.reason = "; ".join(f"{c.row.label}: {c.row.reason}" for c in fixes if c is not None)
+
+    pipe.step("debug precision", debug_precision, required=False, always=True)  # runs because compare failed
+
+    def report(step: StepResult) -> None:
+        from enginekit.report.markdown import render_optimize
+        from enginekit.report.reproduce import optimize_command
+        from enginekit.report.writer import write_report
+
+        doc = result.to_dict()
+        arrays = {"inputs": result.feed, **{f"outputs.{c.row.label}": c.row.outputs or {} for c in result.candidates}}
+        paths = write_report(settings.report_dir, doc, render_optimize(doc), command or optimize_command(settings),
+                             arrays)
+        step.artifacts = [str(p) for p in paths]
+
+    pipe.step("report", report, always=True)
+    return result
+
+
+def _work(
+    runner: Runner, feed: dict[str, np.ndarray], settings: OptimizeSettings, ds: Dataset | None
+) -> tuple[dict[str, np.ndarray], float, dict[str, Any], np.ndarray | None]:
+    """Run the comparison feed, time it, and score the dataset (first output = class scores)."""
+    from enginekit.bench.timing import time_callable
+
+    t0 = time.perf_counter()
+    outputs = runner.infer(feed)
+    infer_s = time.perf_counter() - t0
+    timing = time_callable(lambda: runner.infer_unchecked(feed), settings.timing).to_dict()
+    scores = None
+    if ds is not None:
+        first_out = runner.outputs()[0].name
+        bs = batch_size(runner.inputs(), settings.batch_size)
+        scores = np.concatenate([runner.infer(b)[first_out] for b in ds.batches(bs)], axis=0)
+    return outputs, infer_s, timing, scores
