@@ -88,3 +88,23 @@ def test_plot_without_matplotlib_exit_3(cli, mlp_model: Path, monkeypatch: pytes
     res = cli("bench", mlp_model, "--input", "x:1x4", *QUICK, "--plot", "b.png")
     assert res.code == 3
     assert "matplotlib" in res.stderr and "enginekit[plot]" in res.stderr
+
+
+def test_pytorch_source_with_torch_options(cli) -> None:
+    source = Path(__file__).parents[1] / "backends" / "torch_models.py"
+    res = cli("bench", f"{source}:convnet", "-b", "torch", "-b", "inductor", "--input", "x:batch,3,16,16",
+              "--batch", "1,2", "--torch-device", "cpu", "--no-inductor-freezing", "--inductor-mode", "default",
+              "--channels-last", "off", "--dynamic-shapes", "dynamic", *QUICK, "--json")
+    assert res.code == 0, res.stdout + res.stderr
+    rows = res.json()["rows"]
+    assert [(r["backend"], r["batch"], r["status"]) for r in rows] == [
+        ("torch", 1, "ok"), ("inductor", 1, "ok"), ("torch", 2, "ok"), ("inductor", 2, "ok")]
+    assert rows[1]["shapes"] == {"x": [1, 3, 16, 16]} and rows[3]["shapes"] == {"x": [2, 3, 16, 16]}
+    details = rows[1]["details"]
+    assert details["device"] == "cpu" and details["freezing"] is False and details["dynamic_shapes"] == "dynamic"
+
+
+def test_pytorch_source_bad_torch_option_is_a_user_error(cli, user_error) -> None:
+    source = Path(__file__).parents[1] / "backends" / "torch_models.py"
+    user_error(cli("bench", f"{source}:mlp", "-b", "inductor", "--input", "x:2x8", "--torch-device", "cpu",
+                   "--inductor-mode", "fastest", *QUICK), "--inductor-mode")

@@ -1,8 +1,10 @@
 """The ``inductor`` backend: ``torch.compile`` (TorchInductor) of a PyTorch source, with silent fallbacks caught.
 
 Settings (``BackendSettings``): ``inductor_mode`` (default | reduce-overhead | max-autotune |
-max-autotune-no-cudagraphs), ``inductor_freezing`` (passed as this compilation's inductor option, so the
-global ``torch._inductor.config.freezing`` is never touched), ``dynamic_shapes`` (static: ``dynamic=False``,
+max-autotune-no-cudagraphs), ``inductor_freezing`` (dynamo reads the global ``torch._inductor.config.freezing``
+while it traces, to make the parameters constants of the graph rather than graph inputs, so the runner patches
+it around every call that may compile: the load and each call with a new input signature; the global setting
+is restored after each such call, and the calls timed later pay nothing), ``dynamic_shapes`` (static: ``dynamic=False``,
 one compilation per input shape; dynamic: ``torch._dynamo.mark_dynamic`` on the symbolic dims of
 ``torch_inputs``, or on axis 0 when none is symbolic; auto: torch.compile's own policy), ``channels_last``.
 
@@ -160,11 +162,16 @@ class InductorRunner(TorchRunner):
         self._cudagraphs = False
         self._seen_breaks: Counter[str] = Counter()
         self._torch: Any = None
+        self._inductor_config: Any = None
+        self._signatures: set[tuple[Any, ...]] = set()  # input signatures called (and so compiled) already
 
     def _load(self) -> None:
         from enginekit.sources.detect import TORCHSCRIPT
 
         torch = self._torch = require("torch", purpose="the 'inductor' backend")
+        from torch._inductor import config as inductor_config  # run_staged patches its freezing
+
+        self._inductor_config = inductor_config
         self._setup()
         module, src = self._prepared_source()
         if src.kind == TORCHSCRIPT:
@@ -185,6 +192,7 @@ class InductorRunner(TorchRunner):
         if s.dynamic_shapes == "dynamic":
             self._mark = {p.name: tuple(a.axis for a in p.dynamic) for p in self.plans() if p.dynamic}
         self._seen_breaks = _graph_break_counts()
+        self._signatures = set()
         self._info.update({"mode": s.inductor_mode, "freezing": s.inductor_freezing,
                            "dynamic_shapes": s.dynamic_shapes, "cudagraphs": self._cudagraphs,
                            "dynamic_axes": {k: list(v) for k, v in self._mark.items()}})
@@ -195,6 +203,7 @@ class InductorRunner(TorchRunner):
     def _release(self) -> None:
         super()._release()
         self._torch = None
+        self._signatures = set()
 
     def stage(self, feed: Mapping[str, np.ndarray]) -> dict[str, Any]:
         staged = super().stage(feed)
@@ -210,9 +219,15 @@ class InductorRunner(TorchRunner):
         graphs0, calls0 = st.graphs, st.graph_calls
         if self._cudagraphs:
             self._torch.compiler.cudagraph_mark_step_begin()
+        signature = tuple((k, tuple(v.shape), v.dtype, v.device) for k, v in staged.items())
         t0 = time.perf_counter()
         try:
-            out = super().run_staged(staged)
+            if signature in self._signatures:
+                out = super().run_staged(staged)
+            else:  # dynamo may trace this call: with this runner's freezing setting, restored afterwards
+                with self._inductor_config.patch(freezing=self.settings.inductor_freezing):
+                    out = super().run_staged(staged)
+                self._signatures.add(signature)
         except EnginekitError:
             raise
         except Exception as exc:  # noqa: BLE001 - dynamo/inductor/model errors become the runner's error

@@ -37,8 +37,9 @@ def parse_duration(text: str, option: str) -> float:
 
 def bench(
     model: Annotated[Path, typer.Argument(metavar="MODEL_OR_ARTIFACT", help="ONNX model, Paddle model, built "
-                     "engine or AOTInductor package (.pt2, --backend aoti: it holds a shared library, so it loads "
-                     "only with --trust-remote-code).")],
+                     "engine, PyTorch source (file.py:factory, TorchScript, .pt2; torch/inductor/aoti, with --input "
+                     "per forward() argument) or AOTInductor package (.pt2, --backend aoti: it holds a shared "
+                     "library, so it loads only with --trust-remote-code).")],
     backend: Annotated[list[str] | None, typer.Option("--backend", "-b", help="Candidate NAME[:PRECISION] (ort, "
                        "openvino, openvino:bf16, onnx-reference, ...); repeat or comma-separate. Default ort.",
                        show_default=False)] = None,
@@ -50,7 +51,8 @@ def bench(
     duration: Annotated[str, typer.Option("--duration", help="Measure at least this long ...")] = "3s",
     iterations: Annotated[int, typer.Option("--iterations", help="... and at least this many calls.")] = 20,
     batch: Annotated[list[str] | None, typer.Option("--batch", help="Batch sizes to sweep, e.g. 1,8,32: the "
-                     "leading dim of every input whose axis 0 is dynamic.", show_default=False)] = None,
+                     "leading dim of every input whose axis 0 is dynamic (PyTorch sources: a symbolic --input dim, "
+                     "x:batch,3,224,224).", show_default=False)] = None,
     shapes: Annotated[list[str] | None, typer.Option("--shapes", help="One shape set to sweep, NAME:DIMS[,NAME:"
                       "DIMS] (dims joined by x); repeat for more points.", show_default=False)] = None,
     inputs: InputOpt = None,
@@ -69,17 +71,35 @@ def bench(
     ort_threads: Annotated[int, typer.Option("--ort-intra-op-threads", help="onnxruntime intra-op threads "
                            "(0: its default, one per physical core).")] = 0,
     openvino_precision: OvPrecisionOpt = "fp32",
+    torch_device: common.TorchDeviceOpt = "auto",
+    inductor_mode: common.InductorModeOpt = "default",
+    inductor_freezing: common.InductorFreezingOpt = True,
+    channels_last: common.ChannelsLastOpt = "auto",
+    dynamic_shapes: common.DynamicShapesOpt = "static",
     trust_remote_code: common.TrustRemoteCodeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     from dataclasses import replace
 
+    from enginekit.backends import torch_common as tc
     from enginekit.bench.points import parse_batches, parse_shape_set
     from enginekit.bench.sweep import benchmark
     from enginekit.data import parse_input_shape
     from enginekit.errors import InvalidArgumentError
     from enginekit.settings import BenchSettings
+    from enginekit.sources.detect import model_format
 
+    for flag, value, choices in (("--torch-device", torch_device, tc.DEVICES),
+                                 ("--inductor-mode", inductor_mode, tc.INDUCTOR_MODES),
+                                 ("--channels-last", channels_last, tc.CHANNELS_LAST),
+                                 ("--dynamic-shapes", dynamic_shapes, tc.DYNAMIC_POLICIES)):
+        tc.check_choice(flag, value, choices)  # user errors before any row (a runner would make a row error)
+    torch_inputs: tuple[str, ...] = ()
+    if inputs and model_format(model) == "torch":
+        from enginekit.backends.torch_inputs import feed_shapes
+
+        # as in `run`: the export-style spec for the runners (x:batch,3,224,224), concrete shapes for the feeds
+        torch_inputs, inputs = tuple(inputs), feed_shapes(inputs)
     if ort_threads < 0:
         raise InvalidArgumentError(f"--ort-intra-op-threads {ort_threads}: must be >= 0.")
     settings = BenchSettings(
@@ -98,7 +118,10 @@ def bench(
     )
     backend_settings = replace(common.backend_settings(ort_providers, openvino_precision,
                                                        trust_remote_code=trust_remote_code),
-                               ort_intra_op_threads=ort_threads)
+                               ort_intra_op_threads=ort_threads, torch_inputs=torch_inputs,
+                               torch_device=torch_device, inductor_mode=inductor_mode,
+                               inductor_freezing=inductor_freezing, channels_last=channels_last,
+                               dynamic_shapes=dynamic_shapes)
     if plot is not None:
         from enginekit.bench.plot import check_plot_target
 
