@@ -86,6 +86,7 @@ class TimingSettings:
     iterations: int = 20  # ... and at least this many iterations
     max_iterations: int = 100_000
     max_time_s: float | None = 10.0  # stop early (after at least one run) for very slow backends; None: never
+    unstable_cv: float = 0.1  # coefficient of variation above which a run is flagged unstable
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,6 @@ class BenchSettings(TimingSettings):
     with_transfers: bool = False  # include host<->device copies in the timed region
     cuda_graph: bool = False
     streams: int = 1  # concurrent requests (threads, each with its own stream on GPU)
-    unstable_cv: float = 0.1  # coefficient of variation above which a run is flagged unstable
     seed: int = 1
 
 

@@ -121,7 +121,7 @@ def _run(settings: object, as_json: bool) -> None:
 
     from enginekit.cli.render import status, tolerance_text, verdict
     from enginekit.pipeline import optimize
-    from enginekit.report.markdown import fmt
+    from enginekit.report.markdown import fmt, speedup_cell, timing_warnings
     from enginekit.settings import OptimizeSettings
     from enginekit.status import Status
 
@@ -145,12 +145,20 @@ def _run(settings: object, as_json: bool) -> None:
         tm, m = r.get("timing") or {}, r.get("metrics") or {}
         errs = [o["max_abs_err"] for o in r["outputs"].values() if isinstance(o.get("max_abs_err"), float)]
         t.add_row(r["backend"], r["precision"], status(r["status"]), fmt(tm.get("median_ms")), fmt(tm.get("p90_ms")),
-                  fmt(r.get("speedup"), 3), fmt(m.get("accuracy")), fmt(m.get("macro_precision")),
-                  fmt(m.get("macro_recall")), fmt(max(errs) if errs else None), tolerance_text(r["outputs"]))
+                  _speedup(speedup_cell(r, doc["results"], 3), r), fmt(m.get("accuracy")),
+                  fmt(m.get("macro_precision")), fmt(m.get("macro_recall")), fmt(max(errs) if errs else None),
+                  tolerance_text(r["outputs"]))
     out.print(t)
+    for w in timing_warnings(doc["results"]):
+        out.print(f"  [yellow]warning[/] {escape(w)}")
     for r in doc["results"]:
         if r["reason"]:
             out.print(f"  {status(r['status'])} [bold]{escape(r['backend'])}[/]: {escape(r['reason'])}")
     out.print(f"Report: {escape(str(settings.report_dir))}/report.md")
     verdict(result.passed, weak=result.weak_reference, skipped=result.skipped)
     common.exit_with(result.exit_code)
+
+
+def _speedup(text: str, row: dict[str, object]) -> str:
+    """The speed-up cell, in yellow when it is unstable."""
+    return f"[yellow]{text}[/]" if row.get("unstable") else text

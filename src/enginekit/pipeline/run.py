@@ -195,11 +195,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
         ref_out = ref_res.row.outputs or {}
         compare_rows([rows[c].row for c in ordered if c in rows], ref_res.row,
                      lambda precision: settings_for_precision(settings.compare, precision, ref_out))
-        ref_ms = (ref_res.timing or {}).get("median_ms")
-        for c in rows.values():
-            ms = (c.timing or {}).get("median_ms")
-            if ref_ms and ms:
-                c.speedup = ref_ms / ms
+        fill_speedups(list(rows.values()), ref_res, ref.label)
         bad = [c.row.label for c in rows.values() if c.row.status not in (Status.OK, Status.SKIPPED)]
         if bad:
             raise StepFailed(f"outputs differ from {ref.label}: {', '.join(bad)}")
@@ -234,6 +230,25 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
     pipe.step("report", report, always=True)
     return result
+
+
+def fill_speedups(results: Sequence[CandidateResult], ref_res: CandidateResult, ref_label: str) -> None:
+    """Speed-ups against the reference's median; a row whose timing is unstable, or any row when the reference's
+    is (except rows without a speed-up), is flagged ``unstable`` with the warning."""
+    ref_t = ref_res.timing or {}
+    ref_ms = ref_t.get("median_ms")
+    for c in results:
+        t = c.timing or {}
+        ms = t.get("median_ms")
+        if ref_ms and ms:
+            c.speedup = ref_ms / ms
+        if t.get("unstable"):
+            c.unstable = True
+            c.timing_warnings.append(str(t.get("warning") or "unstable run"))
+        if ref_t.get("unstable") and c is not ref_res and c.speedup is not None:
+            c.unstable = True
+            c.timing_warnings.append(f"speed-up against {ref_label}, whose timing is unstable "
+                                     f"(coefficient of variation {float(ref_t.get('cv', 0.0)):.1%})")
 
 
 def _work(

@@ -54,9 +54,14 @@ class CandidateResult:
     timing: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     speedup: float | None = None
+    # the timing (or the speed-up) is unstable: this row's coefficient of variation, or the reference's, is above
+    # TimingSettings.unstable_cv; timing_warnings says which (the warning text of `enginekit bench`)
+    unstable: bool = False
+    timing_warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.row.to_dict(), "timing": self.timing, "metrics": self.metrics, "speedup": self.speedup}
+        return {**self.row.to_dict(), "timing": self.timing, "metrics": self.metrics, "speedup": self.speedup,
+                "unstable": self.unstable, "timing_warnings": list(self.timing_warnings)}
 
 
 @dataclass

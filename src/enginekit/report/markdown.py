@@ -31,6 +31,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speedup_cell(r: Mapping[str, Any], results: Sequence[Mapping[str, Any]], digits: int = 4) -> str:
+    """An `optimize` row's speed-up, never shown bare when it is unstable: "3.1 (unstable: CV 117 %)", the CV being
+    the larger of this row's and the reference's unstable ones (an unstable reference makes every speed-up so)."""
+    speedup = r.get("speedup")
+    if speedup is None or not r.get("unstable"):
+        return fmt(speedup, digits)
+    ref = next((x for x in results if x.get("reference")), None)
+    cvs = [float(t["cv"]) for t in ((r.get("timing") or {}), ((ref or {}).get("timing") or {}))
+           if t.get("unstable") and t.get("cv") is not None]
+    cv = f" CV {max(cvs) * 100:.0f} %" if cvs else ""
+    return f"{fmt(speedup, digits)} (unstable:{cv})"
+
+
+def timing_warnings(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """"backend: warning" for every timing warning of an `optimize` row (unstable runs, unstable reference)."""
+    return [f"{r['backend']}: {w}" for r in results for w in r.get("timing_warnings") or ()]
+
+
 def output_table(results: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for r in results:
@@ -90,7 +108,8 @@ def render_optimize(doc: Mapping[str, Any]) -> str:
         worst = max((o.get("max_abs_err") for o in r.get("outputs", {}).values()
                      if isinstance(o.get("max_abs_err"), float)), default=None)
         rows.append([r["backend"], r["precision"], r["status"], t.get("median_ms"), t.get("p90_ms"),
-                     r.get("speedup"), m.get("accuracy"), m.get("macro_precision"), m.get("macro_recall"), worst])
+                     speedup_cell(r, doc["results"]), m.get("accuracy"), m.get("macro_precision"),
+                     m.get("macro_recall"), worst])
     steps = table(["step", "status", "duration s", "reason"],
                   [[s["name"], s["status"], s["duration_s"], s["reason"]] for s in doc["steps"]])
     info = doc.get("model_info") or {}
@@ -107,8 +126,11 @@ def render_optimize(doc: Mapping[str, Any]) -> str:
     notes = [f"- `{r['backend']}`: {r['status']} — {r['reason']}" for r in doc["results"] if r["reason"]]
     return (
         head + _stages(doc.get("stages") or {}) + "## Backends\n\n" + summary
-        + "\nLatency: host time per call on the comparison batch after warm-up (median and p90 of a short loop); "
-        "speed-up against the reference.\n\n"
+        + "\nLatency: host time per call on the comparison batch, measured with the protocol of `enginekit bench` "
+        "(warm-up by time, then at least N runs and T seconds; median and p90); speed-up against the reference. "
+        "A speed-up whose timing (or the reference's) varies too much is marked unstable.\n\n"
+        + "".join(f"- **Timing warning** {w}\n" for w in timing_warnings(doc["results"]))
+        + ("\n" if timing_warnings(doc["results"]) else "")
         + ("## Notes\n\n" + "\n".join(notes) + "\n\n" if notes else "")
         + "## Outputs against the reference\n\n" + output_table(doc["results"])
         + "\n## Steps\n\n" + steps
