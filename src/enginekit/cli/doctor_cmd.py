@@ -12,7 +12,6 @@ from enginekit.cli.common import JsonOpt
 
 def doctor(as_json: JsonOpt = False) -> None:
     """Show what is installed, which backends can run here and why not, and known version traps."""
-    from rich.markup import escape
     from rich.table import Table
 
     from enginekit.doctor import collect

@@ -60,9 +60,6 @@ def check_trusted(path: str | Path, what: str, trusted: bool) -> None:
 def torch_file_kind(path: str | Path) -> str | None:
     """The kind of :data:`_WHY` a PyTorch model file is (from its name and zip directory), or None (Python code,
     ONNX, Paddle, ...). Nothing is loaded."""
-    from enginekit.errors import InvalidArgumentError
-    from enginekit.sources.detect import EXPORTED_PROGRAM, TORCHSCRIPT
-
     try:
         kind = detect_source(str(path)).kind
     except InvalidArgumentError:
@@ -104,8 +101,6 @@ def user_code(path: str, action: str) -> Iterator[None]:
 
 
 def _import_factory_module(src: Source) -> Any:
-    from enginekit.sources.torch_load import user_code
-
     if src.path is None:
         module_name = src.text.rpartition(":")[0]
         try:
@@ -148,7 +143,6 @@ def load_torch_model(src: Source, weights: Path | None, *, trust_remote_code: bo
     they are refused (ModelLoadError naming ``--trust-remote-code``) before torch reads them.
     """
     from enginekit.deps import require
-    from enginekit.sources.torch_load import AOTI_PACKAGE, EXPORT_PROGRAM, TORCHSCRIPT_ARCHIVE, check_trusted, user_code
 
     torch = require("torch", purpose="exporting PyTorch models")
     if src.kind == EXPORTED_PROGRAM:

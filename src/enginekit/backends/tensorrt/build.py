@@ -306,7 +306,6 @@ def int8_plan_nodes(path: Path | None) -> list[str]:
     """Nodes an INT8 precision plan leaves out of quantization ([] without a plan)."""
     if path is None:
         return []
-    from enginekit.errors import InvalidArgumentError
     from enginekit.graph.precision import load_plan
 
     plan = load_plan(path)
