@@ -26,6 +26,7 @@ from enginekit.errors import (
 )
 from enginekit.registry import REDUCED_FLOAT_PRECISIONS, get_backend
 from enginekit.status import Status
+from enginekit.variants import Options, apply_options, format_options, parse_options, split_options
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
@@ -40,27 +41,35 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One backend at one precision, written ``NAME[:PRECISION]`` on the command line."""
+    """One backend at one precision, written ``NAME[:PRECISION][/KEY=VALUE]...`` on the command line (options:
+    :mod:`enginekit.variants`)."""
 
     backend: str
     precision: str = "fp32"
     instance: int = 1  # the same backend listed again (a determinism check) is instance 2, labelled ``ort#2``
+    options: Options = ()  # (key, value) in enginekit.variants' order: this candidate's BackendSettings changes
 
     @property
     def label(self) -> str:
         base = self.backend if self.precision == "fp32" else f"{self.backend}:{self.precision}"
+        base += format_options(self.options)
         return base if self.instance == 1 else f"{base}#{self.instance}"
+
+    def settings(self, base: BackendSettings) -> BackendSettings:
+        """``base`` with this candidate's options applied."""
+        return apply_options(base, self.options)
 
     @classmethod
     def parse(cls, text: str, default_precision: str = "fp32") -> Candidate:
-        name, _, precision = text.partition(":")
+        head, rest = split_options(text)
+        name, _, precision = head.partition(":")
         info = get_backend(name)
         precision = precision.strip().lower() or default_precision
         if precision not in info.precisions:
             raise InvalidArgumentError(
                 f"Backend {info.name!r} offers precisions {', '.join(info.precisions)}, not {precision!r}."
             )
-        return cls(info.name, precision)
+        return cls(info.name, precision, options=parse_options(rest, info.name))
 
 
 @dataclass
@@ -78,10 +87,16 @@ class BackendRow:
     load_s: float | None = None
     infer_s: float | None = None
     instance: int = 1
+    options: Options = ()
 
     @property
     def label(self) -> str:
-        return Candidate(self.backend, self.precision, self.instance).label
+        return Candidate(self.backend, self.precision, self.instance, self.options).label
+
+    @property
+    def judged_as(self) -> str:
+        """The precision whose tolerance rule judges this row: ``fp8`` when its linears run in FP8."""
+        return "fp8" if dict(self.options).get("linear") == "fp8" else self.precision
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,7 +119,9 @@ def use_runner(
     work: Callable[[Runner], T],
 ) -> tuple[BackendRow, T | None]:
     """Create, load and use a runner; any failure becomes the row's status and reason."""
-    row = BackendRow(candidate.backend, candidate.precision, Status.OK, instance=candidate.instance)
+    row = BackendRow(candidate.backend, candidate.precision, Status.OK, instance=candidate.instance,
+                     options=candidate.options)
+    settings = candidate.settings(settings)
     info = get_backend(candidate.backend)
     avail = info.available()
     if not avail.ok:
@@ -207,7 +224,7 @@ def compare_rows(
         if reference.status != Status.OK or reference.outputs is None:
             row.status, row.reason = Status.SKIPPED, f"reference {reference.label} has no outputs ({reference.status})"
             continue
-        settings = settings_for(row.precision)
+        settings = settings_for(row.judged_as)
         if row is reference:  # the reference against itself: its NaNs are its own (only --validate fails them)
             settings = replace(settings, equal_nan=True)
         row.comparison = compare_outputs(reference.outputs, row.outputs, settings)
@@ -234,20 +251,20 @@ def resolve_candidates(
         raise InvalidArgumentError("Give at least one --backend.")
     cands: list[Candidate] = []
     for n in names:
-        name = get_backend(n.partition(":")[0]).name
+        name = get_backend(split_options(n)[0].partition(":")[0]).name
         c = Candidate.parse(n, default_precision.get(name, "fp32"))
-        seen = sum(1 for o in cands if (o.backend, o.precision) == (c.backend, c.precision))
+        seen = sum(1 for o in cands if (o.backend, o.precision, o.options) == (c.backend, c.precision, c.options))
         if seen and not allow_repeats:
             raise InvalidArgumentError(f"--backend {c.label} is listed twice.")
-        cands.append(Candidate(c.backend, c.precision, seen + 1))
+        cands.append(Candidate(c.backend, c.precision, seen + 1, c.options))
     if reference is None:
         return cands, cands[0]
     text, hash_sign, number = reference.rpartition("#")
     if not (hash_sign and number.isdigit()):
         text, number = reference, "1"
-    ref_name = get_backend(text.partition(":")[0]).name
+    ref_name = get_backend(split_options(text)[0].partition(":")[0]).name
     ref_c = Candidate.parse(text, default_precision.get(ref_name, "fp32"))
-    ref_c = Candidate(ref_c.backend, ref_c.precision, int(number))
+    ref_c = Candidate(ref_c.backend, ref_c.precision, int(number), ref_c.options)
     if ref_c not in cands:
         raise InvalidArgumentError(
             f"--reference {reference!r} is not among the backends given ({', '.join(c.label for c in cands)})."

@@ -27,6 +27,7 @@ __all__ = [
     "OptimizeSettings",
     "PrepareSettings",
     "RunSettings",
+    "SearchSettings",
     "TimingSettings",
 ]
 
@@ -63,6 +64,11 @@ class BackendSettings:
     inductor_freezing: bool = True
     channels_last: str = "auto"  # auto (4-D image inputs on CUDA) | on | off
     dynamic_shapes: str = "static"  # static | dynamic (mark batch dynamic) | auto (torch.compile's default)
+    # torch / aoti on CUDA: the runner captures its call in a CUDA graph per input signature and replays it
+    cuda_graph: bool = False
+    # torch / inductor: nn.Linear layers run as FP8 (e4m3) matmuls with row-wise scales (torch._scaled_mm); the
+    # activations are quantized on the fly (per row), the weights once (per output channel); output in bf16/fp16
+    fp8_linear: bool = False
     # plan.json (ONNX nodes kept in FP32), applied by runners at fp16/bf16: ort:fp16 and onnx-reference (node block
     # list of the conversion), TensorRT built from the ONNX (into the build), torch and inductor (the PyTorch
     # modules holding those nodes); ignored at fp32
@@ -123,6 +129,18 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """`optimize`'s configuration search on a PyTorch source (enginekit.pipeline.search): every candidate at every
+    batch size, verified against eager FP32 and timed with the bench protocol."""
+
+    batches: tuple[int, ...] = ()  # empty: the comparison feed's batch
+    candidates: tuple[str, ...] = ()  # NAME:PRECISION/KEY=VALUE...; empty: the default set for the device
+    precisions: tuple[str, ...] = ()  # of the default set; empty: fp16, bf16 on CUDA, fp32 (+bf16) on CPU
+    warmup_s: float = 0.5
+    duration_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class OptimizeSettings:
     """`enginekit optimize`: every available backend and precision, compared, timed, evaluated, reported."""
 
@@ -139,6 +157,7 @@ class OptimizeSettings:
     dataset: Path | None = None  # .npz with model inputs and "labels"
     batch_size: int = 0  # dataset batch size; 0: whole dataset at once when the model allows it
     report_dir: Path = Path("enginekit-report")
+    search: SearchSettings | None = None  # PyTorch sources: the configuration search (default on CUDA)
 
 
 @dataclass(frozen=True)

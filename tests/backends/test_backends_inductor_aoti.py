@@ -320,3 +320,44 @@ def test_aoti_package_on_cuda(tmp_path: Path, precision: str, tol: float) -> Non
         staged["x"].copy_(torch.from_numpy(x7))
         out = runner.fetch(replay())
     _close(expected7, out, tol)
+
+
+def test_a_package_whose_load_kills_a_probe_process_is_skipped_not_a_crash(
+    conv_package: AotiPackage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lent H200 image's torch 2.11+cu130 segfaults in aoti_load_package: here a child that really dies of
+    SIGSEGV (a NULL read) stands for it, on CPU, where the probe is switched on for the test."""
+    from enginekit.backends import aoti_probe
+    from enginekit.multirun import Candidate, use_runner
+
+    monkeypatch.setattr(aoti_probe, "PROBE_DEVICES", ("cpu",))
+    monkeypatch.setattr(aoti_probe, "PROBE_SCRIPT", "import ctypes; ctypes.string_at(0)")
+    monkeypatch.setattr(aoti_probe, "_seen", {})
+    row, _ = use_runner(Candidate("aoti"), conv_package.path, TRUSTED, lambda r: r.infer({"x": _x(2, 3, 16, 16)}))
+    assert row.status == "skipped"
+    assert "crashed (SIGSEGV)" in row.reason and "not loaded in-process" in row.reason
+    assert "AOTInductor on torch 2.11+cu130" in row.reason
+
+
+def test_the_probe_lets_a_loadable_package_through(conv_package: AotiPackage, monkeypatch: pytest.MonkeyPatch) -> None:
+    from enginekit.backends import aoti_probe
+
+    monkeypatch.setattr(aoti_probe, "PROBE_DEVICES", ("cpu",))
+    monkeypatch.setattr(aoti_probe, "_seen", {})
+    aoti_probe.probe_load(conv_package.path, "cpu")  # the real probe script: the package loads in the child
+    assert list(aoti_probe._seen.values()) == [None]
+    with AotiRunner(conv_package.path, TRUSTED) as runner:
+        (expected,) = _eager(CONV, CONV_IN, _x(2, 3, 16, 16))
+        _close(expected, runner.infer({"x": _x(2, 3, 16, 16)}))
+
+
+def test_cuda_graph_option_needs_cuda_and_a_capturing_backend() -> None:
+    from enginekit.multirun import Candidate, use_runner
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without CUDA")
+    row, _ = use_runner(Candidate.parse("torch/cuda_graph=on"), CONV, CONV_IN, lambda r: None)
+    assert row.status == "skipped" and "cuda_graph=on needs CUDA" in row.reason
+    settings = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cpu", cuda_graph=True)
+    row, _ = use_runner(Candidate("inductor"), CONV, settings, lambda r: None)
+    assert row.status == "error" and "mode=reduce-overhead" in row.reason

@@ -68,3 +68,40 @@ class Branchy(nn.Module):
 
 def branchy() -> nn.Module:
     return Branchy().eval()
+
+
+class FastPathEncoder(nn.Module):
+    """ids-free encoder x[batch,seq,32] -> [batch,seq,32]: two nn.TransformerEncoderLayer (4 heads, an even count,
+    so eager PyTorch takes its fused fast path), between two linears; every width a multiple of 16 (FP8 matmuls)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, activation="gelu", batch_first=True)
+        self.inp = nn.Linear(32, 32)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = nn.Linear(32, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.encoder(self.inp(x)))
+
+
+def fast_path_encoder() -> nn.Module:
+    return FastPathEncoder().eval()
+
+
+def overflowing_mlp() -> nn.Module:
+    """x[batch,8] -> [batch,4] whose activations pass 65504 (fp16's largest) and return to a small scale:
+    exact in fp32, inf/NaN in fp16."""
+    torch.manual_seed(3)
+
+    class Overflow(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            big = self.fc(x) * 1e5 + 1e5
+            return big / (big.abs().amax(dim=1, keepdim=True) + 1.0)
+
+    return Overflow().eval()

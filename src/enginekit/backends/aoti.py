@@ -340,6 +340,9 @@ class AotiRunner(TorchRunner):
             self._inputs = [_spec(d) for d in built.manifest["inputs"]]
             self._outputs = [_spec(d) for d in built.manifest["outputs"]]
         assert self.package is not None
+        from enginekit.backends.aoti_probe import probe_load
+
+        probe_load(self.package, self.device)  # a package whose load kills the process: SKIPPED, not a crash
         try:
             self._compiled = torch._inductor.aoti_load_package(str(self.package))
         except Exception as exc:  # noqa: BLE001 - a package for another device, torch version or machine

@@ -29,6 +29,8 @@ from enginekit.backends.base import Runner
 from enginekit.backends.torch_inputs import example_feed, output_specs, plan_torch_inputs, probe_sizes
 from enginekit.errors import BackendError, HardwareUnavailableError, InvalidArgumentError, ModelLoadError
 from enginekit.tensors import PRECISION_DTYPES, TensorSpec
+from enginekit.variants import CHANNELS_LAST as CHANNELS_LAST
+from enginekit.variants import INDUCTOR_MODES as INDUCTOR_MODES
 
 if TYPE_CHECKING:
     from enginekit.settings import BackendSettings
@@ -38,9 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
-CHANNELS_LAST = ("auto", "on", "off")
 DYNAMIC_POLICIES = ("static", "dynamic", "auto")
-INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _REDUCED = {p: PRECISION_DTYPES[p] for p in ("fp16", "bf16")}  # precision -> torch dtype name
 
 
@@ -241,6 +241,14 @@ class TorchRunner(Runner):
         self._scope: Tf32Scope | NoScope = NoScope()
         self._graphs: list[Any] = []
         self._info: dict[str, object] = {}
+        self._graphed = False  # settings.cuda_graph on CUDA: run_staged replays a graph per input signature
+        self._replays: dict[tuple[Any, ...], tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = {}
+
+    @property
+    def graphs_itself(self) -> bool:
+        """Whether ``run_staged`` already replays a CUDA graph (``cuda_graph`` on): the bench protocol must not
+        capture another around it."""
+        return self._graphed
 
     # io ----------------------------------------------------------------------------------------------
     def plans(self) -> list[InputPlan]:
@@ -274,6 +282,15 @@ class TorchRunner(Runner):
         self._info = {"torch": torch.__version__, "device": self.device}
         if self.device == "cuda":
             self._info["gpu"] = torch.cuda.get_device_name()
+        if self.settings.cuda_graph:
+            if not self.cuda_graph_capable:
+                raise InvalidArgumentError(f"cuda_graph=on: the {self.backend} backend does not capture CUDA graphs "
+                                           "itself (inductor: use mode=reduce-overhead).")
+            if self.device != "cuda":
+                raise HardwareUnavailableError(f"cuda_graph=on needs CUDA; {self.label} runs on {self.device}.")
+            self._info["cuda_graph"] = True
+        self._graphed = self.settings.cuda_graph
+        self._replays = {}
 
     def _prepared_source(self) -> tuple[Any, Source]:
         """The source model on the device at the compute precision (channels-last when chosen), the modules of
@@ -286,6 +303,11 @@ class TorchRunner(Runner):
         keep = plan.module_names() if plan is not None else ()
         module = prepare_module(module, self.device, self._dtype, self._channels_last, keep_fp32=keep)
         self._info.update({"source_kind": src.kind, "channels_last": self._channels_last})
+        if self.settings.fp8_linear:
+            from enginekit.backends.torch_fp8 import swap_fp8_linears
+
+            swapped = swap_fp8_linears(module, self.device, self._dtype)
+            self._info["fp8_linear"] = {"layers": len(swapped), "names": swapped[:20]}
         if plan is not None:
             self._info["precision_plan"] = plan.to_dict()
         return module, src
@@ -296,6 +318,7 @@ class TorchRunner(Runner):
         self._inputs = [p.spec() for p in self.plans()]
 
     def _release(self) -> None:
+        self._replays.clear()
         self._graphs.clear()
         self._call = None
         if self.device == "cuda":
@@ -308,6 +331,24 @@ class TorchRunner(Runner):
         return stage_tensors(feed, self.inputs(), self.device, self._dtype, self._channels_last)
 
     def run_staged(self, staged: Any) -> dict[str, Any]:
+        """One call; with ``cuda_graph`` on, a replay of the graph captured at the first call with these input
+        shapes, dtypes and strides (new input tensors are copied into the captured ones; the outputs are the
+        graph's buffers, overwritten by the next call)."""
+        if not self._graphed:
+            return self.run_once(staged)
+        signature = tuple((k, tuple(v.shape), v.dtype, tuple(v.stride())) for k, v in staged.items())
+        entry = self._replays.get(signature)
+        if entry is None:
+            static = dict(staged)  # these tensors become the graph's inputs (kept alive here)
+            entry = self._replays[signature] = (static, self.capture_cuda_graph(static))
+        static, replay = entry
+        for name, t in staged.items():
+            if t.data_ptr() != static[name].data_ptr():
+                static[name].copy_(t)
+        return replay()
+
+    def run_once(self, staged: Any) -> dict[str, Any]:
+        """One call of the model (never through a CUDA graph)."""
         import torch
 
         if self._call is None:
@@ -348,12 +389,12 @@ class TorchRunner(Runner):
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):  # warm-up outside the capture: lazy inits, cuBLAS workspaces, allocator pools
-                self.run_staged(staged)
+                self.run_once(staged)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                static_out = self.run_staged(staged)
+                static_out = self.run_once(staged)
         except Exception as exc:  # noqa: BLE001 - capture refuses syncs, host reads, dynamic allocations
             raise BackendError(f"{self.label}: CUDA graph capture failed: {type(exc).__name__}: {exc}") from exc
         self._graphs.append(graph)

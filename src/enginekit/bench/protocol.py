@@ -193,6 +193,8 @@ def make_step(
     staged = runner.stage(feed)
     runner.synchronize()
     compute: Callable[[Any], Any] = runner.run_staged
+    if cuda_graph and getattr(runner, "graphs_itself", False):
+        cuda_graph = False  # its run_staged is a graph replay already (cuda_graph=on)
     if cuda_graph:
         if not runner.supports_cuda_graph:
             raise HardwareUnavailableError(f"CUDA graph: not supported by {runner.backend}")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from enginekit.bench.stats import LatencyStats, summarize, throughput, unstable_warning
 from enginekit.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, EXIT_OK
 from enginekit.status import Status
+from enginekit.variants import Options, format_options
 
 if TYPE_CHECKING:
     from enginekit.bench.protocol import Samples
@@ -79,10 +80,12 @@ class BenchRow:
     warnings: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     load_s: float | None = None
+    options: Options = ()  # the candidate's options (enginekit.variants)
 
     @property
     def label(self) -> str:
-        return self.backend if self.precision == "fp32" else f"{self.backend}:{self.precision}"
+        base = self.backend if self.precision == "fp32" else f"{self.backend}:{self.precision}"
+        return base + format_options(self.options)
 
     @property
     def median_ms(self) -> float | None:

@@ -127,7 +127,7 @@ def benchmark(
         row, rows = use_runner(cand, model, backend, work)
         if rows is None:  # the candidate did not load: one row per point with its status
             rows = [BenchRow(cand.backend, cand.precision, p.label, row.status, row.reason, batch=p.batch,
-                             streams=bench.streams) for p in points]
+                             streams=bench.streams, options=cand.options) for p in points]
         for r in rows:
             r.details, r.load_s = row.details, row.load_s
         by_candidate[cand] = rows
@@ -151,7 +151,8 @@ def _bench_runner(
             else:
                 info = get_backend(cand.backend)
                 for _ in range(bench.streams - 1):
-                    runners.append(stack.enter_context(info.create_runner(model, backend, cand.precision)))
+                    runners.append(stack.enter_context(info.create_runner(model, cand.settings(backend),
+                                                                          cand.precision)))
         rows = []
         for p in points:
             if progress:
@@ -166,7 +167,8 @@ def _bench_point(
     from enginekit.data import random_feed
 
     runner = runners[0]
-    row = BenchRow(cand.backend, cand.precision, point.label, batch=point.batch, streams=len(runners))
+    row = BenchRow(cand.backend, cand.precision, point.label, batch=point.batch, streams=len(runners),
+                   options=cand.options)
     try:
         if bench.cuda_graph and not runner.supports_cuda_graph:
             raise HardwareUnavailableError(f"CUDA graph: not supported by {runner.backend}")

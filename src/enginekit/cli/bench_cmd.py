@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +9,7 @@ import typer
 
 from enginekit.cli import common
 from enginekit.cli.common import InputOpt, JsonOpt, OrtProvidersOpt, OvPrecisionOpt, SeedOpt
+from enginekit.cli.common import parse_duration as parse_duration
 
 HELP = """Benchmark a model on several backends with one protocol: warm-up by time, then at least --duration
 and --iterations; median/p90/p95/p99 latency, items/s and speed-up against the baseline, per batch or shape.
@@ -19,20 +18,6 @@ CPU samples come from a monotonic clock around each call; on CUDA, CUDA events g
 By default inputs are staged once (only compute is timed); --with-transfers times stage + compute + fetch.
 Exit codes: 0 every row ran, 1 a row errored, 2 user error, 3 some rows skipped (missing package/hardware)."""
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
-
-
-def parse_duration(text: str, option: str) -> float:
-    """``0.5s``, ``500ms``, ``2m`` or a plain number of seconds → seconds."""
-    from enginekit.errors import InvalidArgumentError
-
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise InvalidArgumentError(f"{option} {text!r}: give a duration such as 3s, 500ms or 0.5.")
-    value = float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
-    if not math.isfinite(value):  # 400 nines parse as inf: a benchmark that never ends
-        raise InvalidArgumentError(f"{option} {text!r}: too long; give a duration such as 3s, 500ms or 0.5.")
-    return value
 
 
 def bench(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -204,3 +206,19 @@ def backend_settings(
         ort_trt_profiles=tuple(ort_trt_profile or []), precision_plan=precision_plan,
         precision_plan_model=precision_plan_model, trust_remote_code=trust_remote_code,
     )
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``0.5s``, ``500ms``, ``2m`` or a plain number of seconds → seconds."""
+    from enginekit.errors import InvalidArgumentError
+
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise InvalidArgumentError(f"{option} {text!r}: give a duration such as 3s, 500ms or 0.5.")
+    value = float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
+    if not math.isfinite(value):  # 400 nines parse as inf: a benchmark that never ends
+        raise InvalidArgumentError(f"{option} {text!r}: too long; give a duration such as 3s, 500ms or 0.5.")
+    return value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -83,12 +83,29 @@ def optimize(
     prepare: Annotated[bool | None, typer.Option("--prepare/--no-prepare", help="Run `prepare`'s default passes "
                        "(verified) before the backends; default: after an export only.", show_default=False)] = None,
     trust_remote_code: common.TrustRemoteCodeOpt = False,
+    torch_device: common.TorchDeviceOpt = "auto",
+    search_batch: Annotated[list[str] | None, typer.Option(
+        "--search-batch", help="PyTorch sources: batch sizes of the configuration search, e.g. 1,32,256 (the "
+        "search runs by default with --torch-device cuda, at the feed's batch).", show_default=False)] = None,
+    search_candidate: Annotated[list[str] | None, typer.Option(
+        "--search-candidate", help="PyTorch sources: the search's configurations NAME:PRECISION[/KEY=VALUE...], "
+        "e.g. inductor:fp16/mode=reduce-overhead/freezing=on (keys: mode, freezing, channels_last, cuda_graph, "
+        "linear); default: the set for the device.", show_default=False)] = None,
+    search_precision: Annotated[list[str] | None, typer.Option(
+        "--search-precision", help="PyTorch sources: precisions of the default search set (default fp16,bf16 on "
+        "CUDA; fp32, and bf16 where the CPU has it, on CPU).", show_default=False)] = None,
+    search_duration: Annotated[str | None, typer.Option(
+        "--search-duration", help="PyTorch sources: how long each configuration is timed at each batch (default "
+        "1s, after a 0.5s warm-up).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every available backend and precision, compare with the reference, time, evaluate, report.
 
     With a PyTorch or Paddle source, the model is first exported and verified (see `enginekit export`;
-    --input takes export dims such as x:batch,3,32,32) and prepared (see `enginekit prepare`).
+    --input takes export dims such as x:batch,3,32,32) and prepared (see `enginekit prepare`). With a PyTorch
+    source and --torch-device cuda (or any --search-* option), a configuration search tries torch.compile modes,
+    freezing, CUDA graphs, channels-last, fp16/bf16 and FP8 linears at each batch size, verifies each against eager
+    FP32 and names the fastest passing one per batch.
     """
     from dataclasses import replace
 
@@ -101,8 +118,14 @@ def optimize(
         precisions=common.split_multi(precision), profiles=profile or [], calib_data=calib_data,
         compute_capabilities=common.split_multi(compute_capability), cache_dir=cache_dir,
         precision_plan=precision_plan, precision_plan_model=precision_plan_model, prepare=prepare,
-        trust_remote_code=trust_remote_code, backend=common.backend_settings(ort_providers, "fp32"),
+        trust_remote_code=trust_remote_code,
+        backend=replace(common.backend_settings(ort_providers, "fp32"), torch_device=torch_device),
         dataset=dataset, batch_size=batch_size, report_dir=report,
+        search_batches=_search_batches(search_batch),
+        search_candidates=common.split_multi(search_candidate),
+        search_precisions=common.split_multi(search_precision),
+        search_duration=None if search_duration is None else common.parse_duration(search_duration,
+                                                                                    "--search-duration"),
     )
     # the tolerances are parsed after the model and build options, as always
     _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json)
@@ -151,6 +174,8 @@ def _run(settings: object, as_json: bool) -> None:
     out.print(t)
     for w in timing_warnings(doc["results"]):
         out.print(f"  [yellow]warning[/] {escape(w)}")
+    if doc.get("search"):
+        _print_search(doc["search"])
     for r in doc["results"]:
         if r["reason"]:
             out.print(f"  {status(r['status'])} [bold]{escape(r['backend'])}[/]: {escape(r['reason'])}")
@@ -162,3 +187,41 @@ def _run(settings: object, as_json: bool) -> None:
 def _speedup(text: str, row: dict[str, object]) -> str:
     """The speed-up cell, in yellow when it is unstable."""
     return f"[yellow]{text}[/]" if row.get("unstable") else text
+
+
+def _search_batches(texts: list[str] | None) -> list[int]:
+    from enginekit.bench.points import parse_batches
+    from enginekit.errors import InvalidArgumentError
+
+    try:
+        return [b for text in texts or [] for b in parse_batches(text)]
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(exc.message.replace("--batch", "--search-batch", 1)) from None
+
+
+def _print_search(search: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from enginekit.cli.render import status
+    from enginekit.report.markdown import fmt
+    from enginekit.report.search_md import ROW_HEADERS, SUMMARY_HEADERS, row_cells, summary_cells, unstable_notes
+
+    where = search["device"] + (f", {search['gpu']}" if search.get("gpu") else "")
+    rows = Table(*ROW_HEADERS, title=f"Configuration search ({where}; verified against eager fp32)",
+                 title_justify="left")
+    for r in search["rows"]:
+        cells = [escape(fmt(c)) for c in row_cells(r)]
+        cells[3] = status(r["status"])
+        rows.add_row(*cells)
+    common.out.print(rows)
+    best = Table(*SUMMARY_HEADERS, title="Best per batch (passing rows only)", title_justify="left")
+    for s in search["best"]:
+        best.add_row(*[escape(fmt(c)) for c in summary_cells(s)])
+    common.out.print(best)
+    for note in unstable_notes(search["rows"]):
+        common.out.print(f"  [yellow]warning[/] {escape(note)}")
+    for r in search["rows"]:
+        if r.get("reason"):
+            common.out.print(f"  {status(r['status'])} [bold]{escape(r['candidate'])}[/] at batch {r['batch']}: "
+                             f"{escape(r['reason'])}")

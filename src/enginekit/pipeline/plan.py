@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         FeedSettings,
         OptimizeSettings,
         PrepareSettings,
+        SearchSettings,
     )
 
 __all__ = ["plan_optimize", "tensorrt_builds"]
@@ -56,6 +57,10 @@ def plan_optimize(
     dataset: Path | None = None,
     batch_size: int = 0,
     report_dir: Path = Path("enginekit-report"),
+    search_batches: Sequence[int] = (),
+    search_candidates: Sequence[str] = (),
+    search_precisions: Sequence[str] = (),
+    search_duration: float | None = None,
 ) -> OptimizeSettings:
     """The settings of `enginekit optimize` for these options (the same names as the command's, as values).
 
@@ -63,7 +68,8 @@ def plan_optimize(
     dims such as ``x:batch,3,32,32``); None: the bundled digits example. ``prepare``: None runs `prepare`'s passes
     after an export only. ``backend``: the backend options; its precision plan, plan model and trust switch are
     set from ``precision_plan``, ``precision_plan_model`` (default for a PyTorch source: the ONNX this run
-    exports) and ``trust_remote_code``. Raises InvalidArgumentError for bad options.
+    exports) and ``trust_remote_code``. ``search_*``: the configuration search of a PyTorch source, which also
+    runs when ``backend.torch_device`` is ``cuda``. Raises InvalidArgumentError for bad options.
     """
     from enginekit.data import check_seed
     from enginekit.settings import BackendSettings, CompareSettings, OptimizeSettings
@@ -80,7 +86,10 @@ def plan_optimize(
                              cache_dir, precision_plan)
     if precision_plan is not None and precision_plan_model is None and source.export is not None:
         precision_plan_model = source.export.output  # written by the export step, read by the runners
+    search = plan_search(source.export, backend, search_batches, search_candidates, search_precisions,
+                         search_duration)
     return OptimizeSettings(
+        search=search,
         builds=builds,
         model=source.model,
         export=source.export,
@@ -119,6 +128,40 @@ def tensorrt_builds(target: str, precisions: tuple[str, ...], profiles: tuple[st
     return tuple(BuildSettings(backend=name, precision=p, profiles=profiles, calib_data=calib_data,
                                compute_capabilities=ccs, cache_dir=cache_dir,
                                precision_plan=plan if p == plan_precision else None) for p in chosen)
+
+
+def plan_search(export: ExportSettings | None, backend: BackendSettings | None, batches: Sequence[int],
+                candidates: Sequence[str], precisions: Sequence[str], duration: float | None) -> SearchSettings | None:
+    """The configuration search's settings: for a PyTorch source, when any search option is given or the torch
+    device is cuda; search options for other models are refused."""
+    from enginekit.multirun import Candidate
+    from enginekit.registry import TORCH_PRECISIONS
+    from enginekit.settings import SearchSettings
+    from enginekit.sources.detect import PADDLE, detect_source
+
+    asked = bool(batches or candidates or precisions or duration is not None)
+    torch_source = export is not None and detect_source(export.source).kind != PADDLE
+    if not torch_source:
+        if asked:
+            raise InvalidArgumentError("--search-batch/--search-candidate/--search-precision/--search-duration "
+                                       "apply to PyTorch sources (file.py:factory, package.module:factory, .pt2).")
+        return None
+    if not asked and (backend is None or backend.torch_device != "cuda"):
+        return None
+    if any(b < 1 for b in batches):
+        raise InvalidArgumentError(f"--search-batch {','.join(map(str, batches))}: batch sizes must be >= 1.")
+    for c in candidates:
+        if Candidate.parse(c).backend not in ("torch", "inductor", "aoti"):  # a bad label: exit 2 now, not a row later
+            raise InvalidArgumentError(f"--search-candidate {c}: the search runs the PyTorch backends (torch, "
+                                       "inductor, aoti) on the source.")
+    for p in precisions:
+        if p not in TORCH_PRECISIONS:
+            raise InvalidArgumentError(f"--search-precision {p!r}: choose from {', '.join(TORCH_PRECISIONS)}.")
+    if duration is not None and duration <= 0:
+        raise InvalidArgumentError(f"--search-duration {duration}: must be > 0 s.")
+    base = SearchSettings()
+    return SearchSettings(batches=tuple(batches), candidates=tuple(candidates), precisions=tuple(precisions),
+                          duration_s=base.duration_s if duration is None else duration)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from enginekit.status import Status
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
     from enginekit.eval.datasets import Dataset
-    from enginekit.settings import BuildSettings, OptimizeSettings
+    from enginekit.settings import BuildSettings, FeedSettings, OptimizeSettings
 
 
 def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -> OptimizeResult:
@@ -203,6 +203,22 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     pipe.step("compare", compare)
     result.candidates = [rows[c] for c in cands if c in rows]
 
+    def search(step: StepResult) -> None:
+        from enginekit.pipeline.search import search_configurations, timing_of
+
+        assert settings.search is not None and settings.export is not None
+        backend = replace(settings.backend, torch_inputs=settings.export.inputs)
+        feed = result.feed or source_feed(settings.export.inputs, settings.feeds)  # the export may have failed
+        found = search_configurations(settings.export.source, feed, settings.search, backend,
+                                      settings.compare, timing_of(settings.search, settings.timing))
+        result.search = found.to_dict()
+        step.reason = "; ".join(
+            f"batch {s['batch']}: {s['best_latency']} {s['best_latency_ms']:.3g} ms" if s["best_latency"]
+            else f"batch {s['batch']}: no configuration passed" for s in result.search["best"])
+
+    if settings.search is not None:  # runs on the PyTorch source itself: also when the export failed
+        pipe.step("search", search, required=False, always=True)
+
     def debug_precision(step: StepResult) -> None:
         failed = [c for c in result.candidates if c.row.status == Status.FAILED
                   and c.row.precision in ("fp16", "bf16", "int8")
@@ -230,6 +246,17 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
     pipe.step("report", report, always=True)
     return result
+
+
+def source_feed(torch_inputs: Sequence[str], feeds: FeedSettings) -> dict[str, np.ndarray]:
+    """The comparison feed built from a PyTorch source's --input (its trace shapes), when no ONNX model gave one:
+    seeded random data within --val-range, as `prepare_feed` makes it."""
+    from enginekit.backends.torch_inputs import plan_torch_inputs
+    from enginekit.data import random_feed
+
+    specs = [p.spec() for p in plan_torch_inputs(torch_inputs)]
+    shapes = {p.name: tuple(p.trace_shape) for p in plan_torch_inputs(torch_inputs)}
+    return random_feed(specs, shapes, seed=feeds.seed, ranges=feeds.val_ranges)
 
 
 def fill_speedups(results: Sequence[CandidateResult], ref_res: CandidateResult, ref_label: str) -> None:

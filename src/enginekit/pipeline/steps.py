@@ -75,6 +75,7 @@ class OptimizeResult:
     feed: dict[str, np.ndarray] = field(default_factory=dict)
     dataset: str | None = None
     stages: dict[str, Any] = field(default_factory=dict)  # export / prepare results
+    search: dict[str, Any] | None = None  # the configuration search (PyTorch sources), SearchResult.to_dict()
 
     @property
     def passed(self) -> bool:
@@ -111,6 +112,7 @@ class OptimizeResult:
             "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.feed.items()},
             "steps": [s.to_dict() for s in self.steps],
             "results": [c.to_dict() for c in self.candidates],
+            "search": self.search,
         }
 
 

@@ -5,30 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
-        if value == 0:
-            return "0"
-        if abs(value) >= 1e4 or abs(value) < 1e-3:
-            return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return fmt(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+from enginekit.report.search_md import render_search
+from enginekit.report.tables import fmt as fmt
+from enginekit.report.tables import table as table
 
 
 def speedup_cell(r: Mapping[str, Any], results: Sequence[Mapping[str, Any]], digits: int = 4) -> str:
@@ -133,5 +112,6 @@ def render_optimize(doc: Mapping[str, Any]) -> str:
         + ("\n" if timing_warnings(doc["results"]) else "")
         + ("## Notes\n\n" + "\n".join(notes) + "\n\n" if notes else "")
         + "## Outputs against the reference\n\n" + output_table(doc["results"])
-        + "\n## Steps\n\n" + steps
+        + "\n" + render_search(doc.get("search"))
+        + "## Steps\n\n" + steps
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enginekit.compare import CompareSettings, Tolerances
-from enginekit.settings import BackendSettings, ExportSettings, FeedSettings, OptimizeSettings
+from enginekit.settings import BackendSettings, ExportSettings, FeedSettings, OptimizeSettings, SearchSettings
 
 
 def _tolerance_args(flag: str, tol: Tolerances) -> list[str]:
@@ -49,6 +49,15 @@ def _export_args(e: ExportSettings) -> list[str]:
     return args
 
 
+def _search_args(search: SearchSettings | None) -> list[str]:
+    if search is None:
+        return []
+    args = ["--search-batch", ",".join(map(str, search.batches))] if search.batches else []
+    args += [a for c in search.candidates for a in ("--search-candidate", c)]
+    args += [a for p in search.precisions for a in ("--search-precision", p)]
+    return args + ["--search-duration", f"{search.duration_s!r}s"]
+
+
 def optimize_command(s: OptimizeSettings) -> list[str]:
     if s.export is not None:
         cmd = ["enginekit", "optimize", s.export.source, *_export_args(s.export), "--seed", str(s.export.seed)]
@@ -57,6 +66,9 @@ def optimize_command(s: OptimizeSettings) -> list[str]:
             cmd += ["--backend", b]
         if s.reference:
             cmd += ["--reference", s.reference]
+        if s.backend.torch_device != "auto":
+            cmd += ["--torch-device", s.backend.torch_device]
+        cmd += _search_args(s.search)
         return cmd + _compare_args(s.compare) + _backend_args(s.backend) + ["--report", str(s.report_dir)]
     cmd = ["enginekit", "optimize"] + ([str(s.model)] if s.model is not None else [])
     cmd += ["--prepare"] if s.prepare is not None else []

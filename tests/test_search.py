@@ -1,0 +1,115 @@
+"""The configuration search of `optimize` on a PyTorch source, on CPU: every configuration at every batch verified
+against eager FP32 and timed; only passing rows can be best; the CLI, report and reproduce.sh carry it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from enginekit.compare import CompareSettings  # noqa: E402
+from enginekit.errors import InvalidArgumentError  # noqa: E402
+from enginekit.multirun import Candidate  # noqa: E402
+from enginekit.pipeline.plan import plan_optimize  # noqa: E402
+from enginekit.pipeline.search import (  # noqa: E402
+    REFERENCE,
+    SearchResult,
+    SearchRow,
+    batch_inputs,
+    default_candidates,
+    feed_at,
+    role_of,
+    search_configurations,
+)
+from enginekit.settings import BackendSettings, SearchSettings, TimingSettings  # noqa: E402
+
+MODELS = Path(__file__).parent / "backends" / "torch_models.py"
+CONV = f"{MODELS}:convnet"
+QUICK = TimingSettings(warmup_s=0.0, warmup_iterations=1, duration_s=0.02, iterations=3)
+
+
+def _feed(batch: int = 2) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(0).uniform(0, 1, (batch, 3, 16, 16)).astype(np.float32)}
+
+
+def test_search_verifies_and_times_every_configuration_at_every_batch() -> None:
+    cands = ("inductor/mode=default/freezing=off/channels_last=off", "inductor/mode=default/freezing=on",
+             "torch/channels_last=on")
+    backend = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cpu")
+    res = search_configurations(CONV, _feed(), SearchSettings(batches=(1, 3), candidates=cands), backend,
+                                CompareSettings(), QUICK)
+    assert res.device == "cpu" and res.batches == (1, 3) and res.peak_tflops is None
+    assert [r.candidate for r in res.rows] == [REFERENCE.label] * 2 + [Candidate.parse(c).label for c in cands
+                                                                       for _ in (1, 3)]
+    assert {r.role for r in res.rows} == {"reference", "plain", "flags"}
+    for r in res.rows:
+        assert r.status == "ok", r.reason
+        assert r.timing is not None and r.timing["runs"] >= 3 and r.timing["clock"] == "perf_counter_ns"
+        assert r.max_abs_err is not None and r.max_abs_err <= 1e-5
+    assert res.flops[1] > 0 and res.flops[3] == pytest.approx(3 * res.flops[1])
+    for b in (1, 3):
+        plain = next(r for r in res.at(b) if r.role == "plain")
+        assert plain.speedup_vs_plain == pytest.approx(1.0)
+        best = res.best(b)
+        assert best is not None and best.median_ms == min(r.median_ms or 1e9 for r in res.at(b))
+        summary = res.summary(b)
+        assert summary["best_latency"] == best.candidate and summary["plain_compile"] == plain.candidate
+    json.dumps(res.to_dict())
+
+
+def test_a_failing_configuration_is_reported_and_never_best() -> None:
+    """fp16 overflows in this model (activations pass 65504): its rows fail verification, however fast."""
+    backend = BackendSettings(torch_inputs=("x:batch,8",), torch_device="cpu")
+    feed = {"x": np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)}
+    res = search_configurations(f"{MODELS}:overflowing_mlp", feed, SearchSettings(batches=(2,),
+                                candidates=("torch:fp16",)), backend, CompareSettings(), QUICK)
+    bad = next(r for r in res.rows if r.candidate == "torch:fp16")
+    assert bad.status == "failed" and bad.timing is not None  # timed, so the report shows what it would have won
+    assert res.best(2) is not None and res.best(2).candidate == REFERENCE.label  # type: ignore[union-attr]
+    # the rule itself: the fastest row loses to a slower passing one
+    rows = [SearchRow("a", "torch", "fp16", "flags", 1, "failed", timing={"median_ms": 0.1, "items_per_s": 1e4}),
+            SearchRow("b", "torch", "fp16", "flags", 1, "ok", timing={"median_ms": 0.5, "items_per_s": 2e3})]
+    assert SearchResult("cpu", (1,), ["a", "b"], rows).best(1, "throughput").candidate == "b"  # type: ignore[union-attr]
+
+
+def test_default_sets_and_roles() -> None:
+    gpu = default_candidates("cuda", ("fp16", "bf16"), conv=True, linear=True)
+    labels = [c.label for c in gpu]
+    assert "inductor:fp16/mode=default/freezing=off/channels_last=off" in labels  # plain torch.compile
+    for want in ("torch:fp16/channels_last=on/cuda_graph=on", "inductor:fp16/mode=reduce-overhead/freezing=on/"
+                 "channels_last=off", "inductor:bf16/mode=reduce-overhead/freezing=off",
+                 "inductor:fp16/mode=max-autotune/freezing=on", "inductor:fp16/mode=max-autotune-no-cudagraphs/"
+                 "freezing=on", "inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8"):
+        assert want in labels
+    assert len(set(labels)) == len(labels)
+    assert role_of(Candidate.parse("inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8")) == "beyond"
+    assert role_of(Candidate.parse(labels[0])) == "plain" and role_of(REFERENCE) == "reference"
+    cpu = [c.label for c in default_candidates("cpu", ("fp32",), conv=False, linear=True)]
+    assert cpu == ["inductor/mode=default/freezing=off/channels_last=off", "inductor/mode=default/freezing=on"]
+
+
+def test_feeds_follow_the_batch_axis() -> None:
+    assert batch_inputs(("x:batch,3,16,16", "scale:1")) == ["x"]
+    with pytest.raises(InvalidArgumentError, match="symbolic batch dim"):
+        batch_inputs(("x:2x3x16x16",))
+    feed = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "k": np.ones(3, np.float32)}
+    out = feed_at(feed, ["x"], 5)
+    assert out["x"].shape == (5, 3) and np.array_equal(out["x"][2], feed["x"][0]) and out["k"] is feed["k"]
+
+
+def test_plan_refuses_bad_search_options(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="apply to PyTorch sources"):
+        plan_optimize(None, search_batches=[1])
+    with pytest.raises(InvalidArgumentError, match="batch sizes must be >= 1"):
+        plan_optimize(CONV, inputs=["x:batch,3,16,16"], search_batches=[0], report_dir=tmp_path)
+    with pytest.raises(InvalidArgumentError, match="choose one of"):
+        plan_optimize(CONV, inputs=["x:batch,3,16,16"], search_candidates=["inductor/mode=fastest"],
+                      report_dir=tmp_path)
+    assert plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path).search is None
+    on_gpu = plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path,
+                           backend=BackendSettings(torch_device="cuda"))
+    assert on_gpu.search == SearchSettings()  # --torch-device cuda searches by default
