@@ -54,6 +54,7 @@ def _register() -> None:
         inspect_cmd,
         lint_cmd,
         optimize_cmd,
+        package_cmd,
         prepare_cmd,
         run_cmd,
     )
@@ -70,6 +71,7 @@ def _register() -> None:
     app.command("compare")(compare_cmd.compare)
     app.command("optimize")(optimize_cmd.optimize)
     app.command("demo")(optimize_cmd.demo)
+    app.command("package")(package_cmd.package)
     app.command("doctor")(doctor_cmd.doctor)
 
 

@@ -97,6 +97,10 @@ def optimize(
     search_duration: Annotated[str | None, typer.Option(
         "--search-duration", help="PyTorch sources: how long each configuration is timed at each batch (default "
         "1s, after a 0.5s warm-up).", show_default=False)] = None,
+    package: Annotated[Path | None, typer.Option(
+        "--package", help="Also write a package folder (new or empty): the source ONNX, the verified best engine "
+        "per objective with its manifest, IO samples, the tables and a reproduce.sh that checks the outputs "
+        "(docs/PACKAGE.md).", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every available backend and precision, compare with the reference, time, evaluate, report.
@@ -128,7 +132,7 @@ def optimize(
                                                                                     "--search-duration"),
     )
     # the tolerances are parsed after the model and build options, as always
-    _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json)
+    _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json, package)
 
 
 def demo(report: ReportOpt = Path("enginekit-report"), as_json: JsonOpt = False) -> None:
@@ -138,7 +142,7 @@ def demo(report: ReportOpt = Path("enginekit-report"), as_json: JsonOpt = False)
     _run(OptimizeSettings(report_dir=report), as_json)
 
 
-def _run(settings: object, as_json: bool) -> None:
+def _run(settings: object, as_json: bool, package: Path | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -149,9 +153,17 @@ def _run(settings: object, as_json: bool) -> None:
     from enginekit.status import Status
 
     assert isinstance(settings, OptimizeSettings)
+    if package is not None:
+        check_package_target(package, settings.report_dir)
     with common.err.status("optimize: running backends…"):
         result = optimize(settings, common.command_line())
     doc = result.to_dict()
+    packaged = None
+    if package is not None and result.passed:
+        from enginekit.deploy.package import write_package
+
+        packaged = write_package(settings.report_dir, package)
+        doc["package"] = {"path": str(packaged.path), "engines": packaged.engines}
     if as_json:
         common.print_json(doc)
         common.exit_with(result.exit_code)
@@ -180,6 +192,12 @@ def _run(settings: object, as_json: bool) -> None:
         if r["reason"]:
             out.print(f"  {status(r['status'])} [bold]{escape(r['backend'])}[/]: {escape(r['reason'])}")
     out.print(f"Report: {escape(str(settings.report_dir))}/report.md")
+    if packaged is not None:
+        from enginekit.cli.package_cmd import print_package
+
+        print_package(packaged.path, packaged.engines, False)
+    elif package is not None:
+        out.print("[yellow]No package written[/]: the run did not pass, so there is no verified engine to ship.")
     verdict(result.passed, weak=result.weak_reference, skipped=result.skipped)
     common.exit_with(result.exit_code)
 
@@ -225,3 +243,13 @@ def _print_search(search: dict[str, Any]) -> None:
         if r.get("reason"):
             common.out.print(f"  {status(r['status'])} [bold]{escape(r['candidate'])}[/] at batch {r['batch']}: "
                              f"{escape(r['reason'])}")
+
+
+def check_package_target(package: Path, report: Path) -> None:
+    """Refuse an unusable --package folder before anything runs (exit 2)."""
+    from enginekit.errors import OutputPathError
+
+    if package.resolve() == report.resolve():
+        raise OutputPathError("--package must not be the --report folder.", hint="Give --package a new folder.")
+    if package.exists() and (not package.is_dir() or any(package.iterdir())):
+        raise OutputPathError(f"--package '{package}' exists and is not empty.", hint="Give a new folder.")

@@ -72,11 +72,24 @@ def run(
     check: Annotated[bool, typer.Option("--check/--no-check", help="Run the ONNX checker on an ONNX model first "
                      "(an invalid graph is a user error, exit 2); --no-check leaves the judgement to the "
                      "backends.")] = True,
+    objective: Annotated[str, typer.Option("--objective", help="MODEL is a package (enginekit package / optimize "
+                         "--package): the engine to run, min_latency or max_throughput.")] = "min_latency",
     as_json: JsonOpt = False,
 ) -> None:
     """Run one model (ONNX, Paddle, TensorRT engine or PyTorch source) on several backends with the same feeds
-    and compare every output with the reference."""
+    and compare every output with the reference. MODEL may be a package folder: its engine runs the saved inputs
+    and is compared with the outputs recorded in it."""
     from dataclasses import replace
+
+    from enginekit.deploy.package import is_package
+
+    if is_package(model):
+        from enginekit.cli.package_cmd import print_package_run
+        from enginekit.deploy.package_run import run_package
+
+        done = run_package(model, objective, trust_remote_code=trust_remote_code)
+        print_package_run(done.to_dict(), as_json)
+        common.exit_with(done.exit_code)
 
     from enginekit.multirun import run_backends
     from enginekit.settings import RunSettings

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import platform
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,52 @@ def safe_name(label: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
 
 
-def reproduce_script(command: Sequence[str], cwd: str | Path) -> str:
-    return (
-        "#!/usr/bin/env bash\n"
-        "# Reproduces this enginekit run: the exact command, from the folder it ran in.\n"
-        "set -euo pipefail\n"
-        f"cd {shlex.quote(str(cwd))}\n"
-        f"{shlex.join(command)}\n"
-    )
+def reproduce_script(command: Sequence[str], cwd: str | Path,
+                     checks: Sequence[tuple[str, Mapping[str, tuple[float, float]]]] = ()) -> str:
+    """reproduce.sh: the command again, through the Python interpreter that ran it (``python -m enginekit``, so it
+    works without the virtual environment on PATH; ``PYTHON=...`` overrides it), from the folder it ran in.
+
+    With ``checks`` (the saved outputs ``outputs.LABEL.npz`` and their per-output (atol, rtol)), the rerun writes
+    its report into a new temporary folder, and each recorded outputs file is compared with the rerun's by
+    `enginekit compare` with those tolerances: the script exits non-zero when the run fails or an output differs.
+    """
+    args = list(command[1:] if command and command[0] == "enginekit" else command)
+    lines = [
+        "#!/usr/bin/env bash",
+        "# Reproduces this enginekit run: the exact command, from the folder it ran in, through the same Python.",
+        "set -euo pipefail",
+        'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
+        f'PY="${{PYTHON:-{shlex.quote(sys.executable)}}}"',
+        f"cd {shlex.quote(str(cwd))}",
+    ]
+    if not checks:
+        return "\n".join(lines + [f'"$PY" -m enginekit {shlex.join(args)}']) + "\n"
+    for flag in ("--report", "--package"):  # the rerun writes its report elsewhere, and no package
+        while flag in args:
+            i = args.index(flag)
+            args = args[:i] + args[i + 2:]
+    lines += ['NEW="$(mktemp -d)/report"', f'"$PY" -m enginekit {shlex.join(args)} --report "$NEW"',
+              "# the rerun's outputs against the recorded ones, with the tolerance each output was judged by"]
+    for name, tolerances in checks:
+        tol = [a for out, (atol, rtol) in tolerances.items()
+               for a in ("--atol", f"{out}:{atol!r}", "--rtol", f"{out}:{rtol!r}")]
+        lines.append(f'"$PY" -m enginekit compare "$HERE"/{shlex.quote(name)} "$NEW"/{shlex.quote(name)} '
+                     f"{shlex.join(tol)}".rstrip())
+    lines.append('echo "reproduced: outputs match the recorded ones ($NEW)"')
+    return "\n".join(lines) + "\n"
+
+
+def output_checks(data: Mapping[str, Any],
+                  files: Mapping[str, str]) -> list[tuple[str, dict[str, tuple[float, float]]]]:
+    """(saved outputs file, {output: (atol, rtol)}) for every result row whose outputs were saved and compared."""
+    checks = []
+    for row in data.get("results") or []:
+        name = files.get(f"outputs.{row.get('backend')}")
+        tols = {o: (float(c["atol"]), float(c["rtol"])) for o, c in (row.get("outputs") or {}).items()
+                if isinstance(c, dict) and c.get("atol") is not None and c.get("rtol") is not None}
+        if name and tols and row.get("status") == "ok":
+            checks.append((name, tols))
+    return checks
 
 
 MARKER = ".enginekit-report"  # written into every report folder: later runs may write there again
@@ -129,7 +168,8 @@ def write_report(
     }
     written.append(atomic_write_text(out / "report.json", json.dumps(doc, indent=2, allow_nan=False) + "\n"))
     written.append(atomic_write_text(out / "report.md", markdown))
-    script = atomic_write_text(out / "reproduce.sh", reproduce_script(command, cwd or Path.cwd()))
+    checks = output_checks(data, files) if data.get("kind") == "optimize" else []
+    script = atomic_write_text(out / "reproduce.sh", reproduce_script(command, cwd or Path.cwd(), checks))
     script.chmod(0o777 & ~current_umask())  # executable, as the umask allows
     written.append(script)
     return written

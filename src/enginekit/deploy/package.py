@@ -1,0 +1,225 @@
+"""The enginekit package: what `optimize` proved, carried out of the report folder and the engine cache.
+
+Layout and `package.json`: docs/PACKAGE.md. :func:`write_package` makes one from an `optimize` report folder
+(`optimize --package DIR`, `enginekit package REPORT DIR`); :func:`read_package` reads one back.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enginekit.errors import InvalidArgumentError, ModelLoadError, OutputPathError
+from enginekit.multirun import Candidate
+from enginekit.status import Status
+
+FORMAT = "enginekit-package"
+VERSION = 1
+OBJECTIVES = ("min_latency", "max_throughput")
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    path: Path
+    engines: dict[str, str]  # objective -> candidate label
+    files: list[Path]
+
+
+def _load_report(report_dir: Path) -> dict[str, Any]:
+    path = report_dir / "report.json"
+    if not path.is_file():
+        raise InvalidArgumentError(f"{str(report_dir)!r} holds no report.json: give the --report folder of an "
+                                   "`enginekit optimize` run.")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{str(path)!r} is not a readable report: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("kind") != "optimize":
+        raise InvalidArgumentError(f"{str(path)!r} is not the report of `enginekit optimize`; a package is made "
+                                   "from an optimize report.")
+    return doc
+
+
+def pick_engines(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The passing, timed candidate rows for each objective: lowest median latency, most items per second."""
+    rows = [r for r in doc.get("results", []) if r.get("status") == Status.OK
+            and (r.get("timing") or {}).get("median_ms") and "+" not in str(r.get("precision"))]
+    if not rows:
+        raise InvalidArgumentError("The report has no passing, timed candidate to package (every candidate failed "
+                                   "verification, errored or was skipped).")
+    batch = _batch(doc)
+
+    def items_per_s(r: dict[str, Any]) -> float:
+        return batch / (float(r["timing"]["mean_ms"] or r["timing"]["median_ms"]) / 1e3)
+
+    return {"min_latency": min(rows, key=lambda r: float(r["timing"]["median_ms"])),
+            "max_throughput": max(rows, key=items_per_s)}
+
+
+def _batch(doc: dict[str, Any]) -> int:
+    shapes = [v.get("shape") or [] for v in (doc.get("inputs") or {}).values()]
+    return int(shapes[0][0]) if shapes and shapes[0] and isinstance(shapes[0][0], int) else 1
+
+
+def _copy_model(model: Path, out: Path) -> list[Path]:
+    """model.onnx and its external-data files (the names the model refers to)."""
+    from enginekit.graph.load import external_data_files, load_model
+
+    proto = load_model(model, load_external_data=False, check=False)
+    written = [out / "model.onnx"]
+    shutil.copy2(model, written[0])
+    for name in external_data_files(proto):
+        src = model.parent / name
+        if src.is_file():
+            dst = out / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            written.append(dst)
+    return written
+
+
+def _engine_file(doc: dict[str, Any], label: str) -> Path | None:
+    """The built engine of a TensorRT candidate (the artifact of its build step); None for runtimes over the ONNX."""
+    for step in doc.get("steps", []):
+        if step.get("name") == f"build {label}" and step.get("artifacts"):
+            return Path(step["artifacts"][0])
+    return None
+
+
+def write_package(report_dir: str | Path, out_dir: str | Path, *, force: bool = False) -> PackageResult:
+    """Copy the verified best engines of an optimize report into a package folder (docs/PACKAGE.md).
+
+    Raises InvalidArgumentError for a report without a passing candidate, OutputPathError for an output folder
+    that exists and is not empty (unless ``force``) or is the report folder itself."""
+    from enginekit.data import load_arrays, save_arrays
+    from enginekit.fileutil import atomic_write_text
+    from enginekit.report.writer import environment, safe_name
+
+    report = Path(report_dir)
+    out = Path(out_dir)
+    doc = _load_report(report)
+    if out.resolve() == report.resolve():
+        raise OutputPathError("The package folder must not be the report folder.", hint="Give --package a new folder.")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+        raise OutputPathError(f"Package folder '{out}' exists and is not empty.",
+                              hint="Give a new folder, or --force to replace its contents.")
+    model = Path(doc["model"]) if doc.get("model") else None
+    if model is None or not model.is_file():
+        raise InvalidArgumentError(f"The report's model {doc.get('model')!r} is gone; rerun optimize.")
+    files = doc.get("files") or {}
+    if "inputs" not in files:
+        raise InvalidArgumentError("The report has no saved inputs (inputs.npz); rerun optimize.")
+    chosen = pick_engines(doc)
+    staging = out.with_name(f".{out.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / "samples").mkdir(parents=True)
+    written = _copy_model(model, staging)
+    save_arrays(staging / "samples" / "inputs.npz", load_arrays(report / files["inputs"]))
+    ref = doc.get("reference") or ""
+    ref_file = files.get(f"outputs.{ref}")
+    if ref_file:
+        save_arrays(staging / "samples" / "outputs.npz", load_arrays(report / ref_file))
+    engines: dict[str, Any] = {}
+    for objective, row in chosen.items():
+        label = row["backend"]
+        out_file = files.get(f"outputs.{label}")
+        if out_file is None:
+            raise InvalidArgumentError(f"The report saved no outputs of {label}; rerun optimize.")
+        save_arrays(staging / "samples" / f"outputs.{objective}.npz", load_arrays(report / out_file))
+        cand = Candidate.parse(label.partition("#")[0])
+        entry: dict[str, Any] = {
+            "candidate": cand.label, "backend": cand.backend, "precision": cand.precision,
+            "options": [list(o) for o in cand.options], "file": None, "manifest": None,
+            "timing": {k: row["timing"].get(k) for k in ("median_ms", "p90_ms", "mean_ms", "cv", "runs")},
+            "outputs": f"samples/outputs.{objective}.npz",
+            "tolerance": {name: {"atol": o.get("atol"), "rtol": o.get("rtol")}
+                          for name, o in (row.get("outputs") or {}).items()},
+        }
+        entry["timing"]["batch"] = _batch(doc)
+        entry["timing"]["items_per_s"] = _batch(doc) / (float(row["timing"]["median_ms"]) / 1e3)
+        plan = _engine_file(doc, label)
+        if plan is not None and plan.is_file():
+            dst = staging / "engines" / objective
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(plan, dst / plan.name)
+            entry["file"] = f"engines/{objective}/{plan.name}"
+            manifest = plan.with_name(plan.name + ".json")
+            if manifest.is_file():
+                shutil.copy2(manifest, dst / manifest.name)
+                entry["manifest"] = f"engines/{objective}/{manifest.name}"
+        engines[objective] = entry
+    for name in ("report.json", "report.md"):
+        if (report / name).is_file():
+            shutil.copy2(report / name, staging / name)
+    spec = {
+        "format": FORMAT, "version": VERSION, "name": safe_name(model.stem) or "model", "model": "model.onnx",
+        "inputs": (doc.get("model_info") or {}).get("inputs") or _io(doc, "inputs"),
+        "outputs": (doc.get("model_info") or {}).get("outputs") or [],
+        "engines": engines, "reference": ref,
+        "samples": {"inputs": "samples/inputs.npz", "reference_outputs": "samples/outputs.npz" if ref_file else None},
+        "versions": environment(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(staging / "package.json", json.dumps(spec, indent=2, allow_nan=False) + "\n")
+    script = atomic_write_text(staging / "reproduce.sh", package_script(engines))
+    script.chmod(0o755)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    paths = [out / p.relative_to(staging) for p in written] + sorted(p for p in out.rglob("*") if p.is_file())
+    return PackageResult(out, {k: v["candidate"] for k, v in engines.items()}, sorted(set(paths)))
+
+
+def _io(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    return [{"name": n, "dtype": v.get("dtype"), "shape": v.get("shape")} for n, v in (doc.get(key) or {}).items()]
+
+
+def package_script(engines: dict[str, Any]) -> str:
+    """reproduce.sh of a package: each packaged engine reruns the saved inputs through this interpreter
+    (``python -m enginekit run PACKAGE --objective ...``), which exits 1 when its outputs differ from the recorded
+    ones beyond the engine's tolerance."""
+    lines = [
+        "#!/usr/bin/env bash",
+        "# Reruns each packaged engine on samples/inputs.npz and checks its outputs against the recorded ones.",
+        "# Exit 0: every engine reproduced; 1: outputs differ; 3: an engine cannot run on this machine.",
+        "set -uo pipefail",
+        'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
+        f'PY="${{PYTHON:-{shlex.quote(sys.executable)}}}"',
+        "status=0",
+    ]
+    seen: set[str] = set()
+    for objective, entry in engines.items():
+        if entry["candidate"] in seen:
+            continue
+        seen.add(entry["candidate"])
+        lines.append(f'"$PY" -m enginekit run "$HERE" --objective {objective} || status=$?')
+    lines.append("exit $status")
+    return "\n".join(lines) + "\n"
+
+
+def read_package(path: str | Path) -> dict[str, Any]:
+    """package.json of a package folder; InvalidArgumentError when the folder is not one."""
+    spec_path = Path(path) / "package.json"
+    try:
+        spec = json.loads(spec_path.read_text())
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"{str(path)!r} is not an enginekit package (no package.json).") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{str(spec_path)!r} is not readable: {exc}") from exc
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise InvalidArgumentError(f"{str(spec_path)!r} is not an enginekit package description.")
+    if int(spec.get("version", 0)) > VERSION:
+        raise InvalidArgumentError(f"{str(path)!r} was written by a newer enginekit (package version "
+                                   f"{spec.get('version')}); upgrade enginekit to read it.")
+    return spec
+
+
+def is_package(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "package.json").is_file()

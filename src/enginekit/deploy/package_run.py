@@ -1,0 +1,76 @@
+"""`enginekit run PACKAGE`: the packaged engine of one objective, on this machine, checked against what was recorded.
+
+The engine runs the package's saved inputs; its outputs are compared with the outputs recorded when the package
+was made, with the tolerance the engine was judged by then. An engine that cannot run here (another GPU, a
+missing library or package) is a SKIPPED row with the runner's own reason (exit 3), never a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enginekit.deploy.package import OBJECTIVES, read_package
+from enginekit.errors import InvalidArgumentError
+from enginekit.multirun import BackendRow, Candidate, use_runner
+from enginekit.status import Status
+
+
+@dataclass
+class PackageRun:
+    package: Path
+    objective: str
+    candidate: str
+    row: BackendRow
+
+    @property
+    def exit_code(self) -> int:
+        from enginekit.errors import EXIT_CHECK_FAILED, EXIT_MISSING_DEPENDENCY, EXIT_OK
+
+        if self.row.status == Status.OK:
+            return EXIT_OK
+        return EXIT_MISSING_DEPENDENCY if self.row.status == Status.SKIPPED else EXIT_CHECK_FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"package": str(self.package), "objective": self.objective, "candidate": self.candidate,
+                "passed": self.row.status == Status.OK, "result": self.row.to_dict()}
+
+
+def packaged_candidate(spec: dict[str, Any], objective: str) -> tuple[Candidate, dict[str, Any]]:
+    if objective not in OBJECTIVES:
+        raise InvalidArgumentError(f"--objective {objective!r}: choose {' or '.join(OBJECTIVES)}.")
+    entry = (spec.get("engines") or {}).get(objective)
+    if not isinstance(entry, dict):
+        raise InvalidArgumentError(f"The package has no {objective} engine.")
+    return Candidate.parse(str(entry["candidate"])), entry
+
+
+def packaged_model(package: Path, spec: dict[str, Any], entry: dict[str, Any]) -> Path:
+    return package / str(entry.get("file") or spec["model"])
+
+
+def run_package(package: str | Path, objective: str = "min_latency", *, trust_remote_code: bool = False) -> PackageRun:
+    """Run the packaged engine of ``objective`` on the package's inputs and compare with the recorded outputs."""
+    from enginekit.compare import CompareSettings, Tolerances, compare_outputs
+    from enginekit.data import load_arrays
+    from enginekit.settings import BackendSettings
+
+    path = Path(package)
+    spec = read_package(path)
+    cand, entry = packaged_candidate(spec, objective)
+    feed = load_arrays(path / spec["samples"]["inputs"])
+    recorded = load_arrays(path / entry["outputs"])
+    settings = BackendSettings(trust_remote_code=trust_remote_code)
+    row, outputs = use_runner(cand, packaged_model(path, spec, entry), settings, lambda r: r.infer(feed))
+    if outputs is not None:
+        tol = entry.get("tolerance") or {}
+        atol = Tolerances(1e-5, tuple((n, float(t["atol"])) for n, t in tol.items() if t.get("atol") is not None))
+        rtol = Tolerances(1e-5, tuple((n, float(t["rtol"])) for n, t in tol.items() if t.get("rtol") is not None))
+        row.outputs = dict(outputs)
+        row.comparison = compare_outputs(recorded, outputs, CompareSettings(atol=atol, rtol=rtol))
+        if not row.comparison.passed:
+            row.status = Status.FAILED
+            row.reason = "outputs differ from the recorded ones: " + "; ".join(
+                f"{o.name}: {o.reason}" for o in row.comparison.outputs if not o.passed)
+    return PackageRun(path, objective, cand.label, row)
