@@ -7,7 +7,9 @@ from enginekit.settings import BackendSettings, ExportSettings, FeedSettings, Op
 
 
 def _tolerance_args(flag: str, tol: Tolerances) -> list[str]:
-    args = [flag, repr(tol.default)]
+    """The tolerance options; a default the user did not give is left out (below FP32 it is scale-aware, and
+    writing it out would make the rerun keep it as given)."""
+    args = [flag, repr(tol.default)] if tol.default_given else []
     for name, value in tol.per_output:
         args += [flag, f"{name}:{value!r}"]
     return args
@@ -59,26 +61,48 @@ def _search_args(search: SearchSettings | None) -> list[str]:
 
 
 def optimize_command(s: OptimizeSettings) -> list[str]:
+    """The `enginekit optimize` argv that builds ``s`` again (every option optimize takes; the round trip
+    settings -> argv -> settings is tested in tests/report/test_reproduce_roundtrip.py)."""
     if s.export is not None:
         cmd = ["enginekit", "optimize", s.export.source, *_export_args(s.export), "--seed", str(s.export.seed)]
         cmd += [] if s.prepare is not None else ["--no-prepare"]
-        for b in s.backends:
-            cmd += ["--backend", b]
-        if s.reference:
-            cmd += ["--reference", s.reference]
-        if s.backend.torch_device != "auto":
-            cmd += ["--torch-device", s.backend.torch_device]
-        cmd += _search_args(s.search)
-        return cmd + _compare_args(s.compare) + _backend_args(s.backend) + ["--report", str(s.report_dir)]
-    cmd = ["enginekit", "optimize"] + ([str(s.model)] if s.model is not None else [])
-    cmd += ["--prepare"] if s.prepare is not None else []
-    for b in s.backends:
-        cmd += ["--backend", b]
+    else:
+        cmd = ["enginekit", "optimize"] + ([str(s.model)] if s.model is not None else [])
+        cmd += ["--prepare"] if s.prepare is not None else []
+        cmd += _feed_args(s.feeds)
+        if s.builds:
+            cmd += ["--target", s.builds[0].backend]
+    for name in s.backends:
+        cmd += ["--backend", name]
     if s.reference:
         cmd += ["--reference", s.reference]
     if s.dataset is not None:
         cmd += ["--dataset", str(s.dataset)]
     if s.batch_size:
         cmd += ["--batch-size", str(s.batch_size)]
-    cmd += _feed_args(s.feeds) + _compare_args(s.compare) + _backend_args(s.backend)
-    return cmd + ["--report", str(s.report_dir)]
+    cmd += _build_args(s)
+    b = s.backend
+    if b.torch_device != "auto":
+        cmd += ["--torch-device", b.torch_device]
+    if b.precision_plan_model is not None and not (s.export is not None and b.precision_plan_model == s.export.output):
+        cmd += ["--precision-plan-model", str(b.precision_plan_model)]
+    if b.trust_remote_code:
+        cmd.append("--trust-remote-code")
+    cmd += _search_args(s.search)
+    return cmd + _compare_args(s.compare) + _backend_args(b) + ["--report", str(s.report_dir)]
+
+
+def _build_args(s: OptimizeSettings) -> list[str]:
+    """--precision per build (when not the defaults), and the options every build shares."""
+    if not s.builds:
+        return ["--precision-plan", str(s.backend.precision_plan)] if s.backend.precision_plan else []
+    first = s.builds[0]
+    args = [a for b in s.builds for a in ("--precision", b.precision)]
+    args += [a for p in first.profiles for a in ("--profile", p)]
+    if first.calib_data is not None:
+        args += ["--calib-data", str(first.calib_data)]
+    args += [a for cc in first.compute_capabilities for a in ("--compute-capability", cc)]
+    if first.cache_dir is not None:
+        args += ["--cache-dir", str(first.cache_dir)]
+    plan = s.backend.precision_plan or next((b.precision_plan for b in s.builds if b.precision_plan), None)
+    return args + (["--precision-plan", str(plan)] if plan is not None else [])

@@ -1,0 +1,82 @@
+"""The argv reproduce.sh writes for a Python-API run builds the same settings again: settings -> argv -> settings
+through the real CLI parser (only the final call that would run the job is replaced, to capture its settings)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enginekit.cli.main import main
+from enginekit.compare import CompareSettings, Tolerances
+from enginekit.pipeline.plan import plan_optimize
+from enginekit.report.reproduce import optimize_command
+from enginekit.settings import BackendSettings, OptimizeSettings
+
+
+def _parse(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> OptimizeSettings:
+    from enginekit.cli import optimize_cmd
+
+    seen: list[Any] = []
+    monkeypatch.setattr(optimize_cmd, "_run", lambda settings, as_json, package=None: seen.append(settings))
+    assert argv[0] == "enginekit"
+    with pytest.raises(SystemExit) as done:
+        main(argv[1:])
+    assert done.value.code in (0, None) and len(seen) == 1
+    settings = seen[0]
+    assert isinstance(settings, OptimizeSettings)
+    return settings
+
+
+def _same(a: OptimizeSettings, b: OptimizeSettings) -> None:
+    assert a == b
+    for x, y in ((a.compare.atol, b.compare.atol), (a.compare.rtol, b.compare.rtol)):
+        assert x.default_given == y.default_given  # not part of ==, and it changes the fp16 rule
+
+
+MODELS = Path(__file__).parents[1] / "backends" / "torch_models.py"
+
+
+@pytest.mark.parametrize("case", ["onnx", "builds", "export", "search"])
+def test_optimize_settings_round_trip(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"version": 1, "precision": "fp16", "keep_fp32": []}')
+    tight = CompareSettings(atol=Tolerances(1e-4, (("logits", 1e-3),), default_given=True),
+                            rtol=Tolerances(1e-5, (("logits", 2e-3),)), check_error_stat="median")
+    if case == "onnx":
+        s = plan_optimize("m.onnx", backends=["ort", "openvino:bf16"], reference="ort", inputs=["x:2x3x8x8"],
+                          seed=7, val_ranges=["x:-1.0,1.0"], allow_nonfinite=True, prepare=True,
+                          dataset=Path("d.npz"), batch_size=4, compare=tight, report_dir=Path("rep"),
+                          backend=BackendSettings(ort_providers=("cpu",)))
+    elif case == "builds":
+        s = plan_optimize("m.onnx", target="tensorrt-rtx", precisions=["fp32", "fp16"],
+                          profiles=["x:1x3x8x8:4x3x8x8:8x3x8x8"], calib_data=None, compute_capabilities=["8.6"],
+                          cache_dir=Path("cache"), precision_plan=plan, report_dir=Path("rep"))
+    elif case == "export":
+        s = plan_optimize(f"{MODELS}:convnet", inputs=["x:batch,3,16,16"], dynamic=[], exporter="dynamo",
+                          opset="18", seed=3, val_ranges=["0.0,1.0"], prepare=False, backends=["torch", "ort"],
+                          trust_remote_code=True, report_dir=Path("rep"))
+    else:
+        s = plan_optimize(f"{MODELS}:convnet", inputs=["x:batch,3,16,16"], report_dir=Path("rep"),
+                          backend=BackendSettings(torch_device="cpu"), search_batches=[1, 8],
+                          search_candidates=["inductor/mode=default/freezing=on"], search_precisions=["fp32"],
+                          search_duration=0.25)
+    argv = optimize_command(s)
+    again = _parse(argv, monkeypatch)
+    _same(s, again)
+
+
+def test_default_tolerances_stay_unwritten(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A default tolerance the user never gave must not come back as a given one (fp16 rows would lose their
+    scale-aware rule in the rerun)."""
+    monkeypatch.chdir(tmp_path)
+    s = plan_optimize(None, report_dir=Path("rep"))
+    argv = optimize_command(s)
+    assert "--atol" not in argv and "--rtol" not in argv
+    again = _parse(argv, monkeypatch)
+    _same(s, again)
+    given = replace(s, compare=CompareSettings(atol=Tolerances(1e-5, default_given=True)))
+    assert "--atol" in optimize_command(given)
