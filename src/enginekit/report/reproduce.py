@@ -69,9 +69,6 @@ def optimize_command(s: OptimizeSettings) -> list[str]:
     else:
         cmd = ["enginekit", "optimize"] + ([str(s.model)] if s.model is not None else [])
         cmd += ["--prepare"] if s.prepare is not None else []
-        cmd += _feed_args(s.feeds)
-        if s.builds:
-            cmd += ["--target", s.builds[0].backend]
     for name in s.backends:
         cmd += ["--backend", name]
     if s.reference:
@@ -80,6 +77,8 @@ def optimize_command(s: OptimizeSettings) -> list[str]:
         cmd += ["--dataset", str(s.dataset)]
     if s.batch_size:
         cmd += ["--batch-size", str(s.batch_size)]
+    if s.export is None:
+        cmd += _feed_args(s.feeds) + (["--target", s.builds[0].backend] if s.builds else [])
     cmd += _build_args(s)
     b = s.backend
     if b.torch_device != "auto":
