@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# A real trained model from PyPI for tests (PaddleOCR's ONNX models ship inside this wheel);
 	# only its model files are used, so its runtime dependencies are not installed.
 	$(PIP) install -q -c constraints.txt --no-deps rapidocr-onnxruntime
+	# Debian's Chromium renders report.html in the browser test (skipped with the reason where it cannot be installed)
+	command -v chromium >/dev/null 2>&1 || (apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+		|| (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1) \
+		|| echo "chromium could not be installed: the report.html browser test will be skipped")
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,7 +20,7 @@ def test_report_folder_contents(tmp_path: Path) -> None:
     paths = write_report(tmp_path / "rep", doc, render_run(doc), cmd,
                          {"inputs": {"x": np.ones((1, 2), np.float32)}, "outputs.ort": {}}, cwd=tmp_path)
     names = sorted(p.name for p in paths)
-    assert names == ["inputs.npz", "report.json", "report.md", "reproduce.sh"]
+    assert names == ["inputs.npz", "report.html", "report.json", "report.md", "reproduce.sh"]
     data = json.loads((tmp_path / "rep/report.json").read_text())
     assert data["command"] == "enginekit run 'm o.onnx' --input x:1x2"
     assert data["environment"]["onnx"] and data["files"] == {"inputs": "inputs.npz"}

@@ -168,6 +168,9 @@ def write_report(
     }
     written.append(atomic_write_text(out / "report.json", json.dumps(doc, indent=2, allow_nan=False) + "\n"))
     written.append(atomic_write_text(out / "report.md", markdown))
+    from enginekit.report.html import render_html
+
+    written.append(atomic_write_text(out / "report.html", render_html(doc)))  # one self-contained file
     checks = output_checks(data, files) if data.get("kind") == "optimize" else []
     script = atomic_write_text(out / "reproduce.sh", reproduce_script(command, cwd or Path.cwd(), checks))
     script.chmod(0o777 & ~current_umask())  # executable, as the umask allows
