@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tests.cli.conftest import Cli, _assert_user_error
 
 pytest.importorskip("torch")
