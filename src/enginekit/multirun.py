@@ -372,8 +372,9 @@ def _default_precisions(settings: RunSettings, fmt: str) -> dict[str, str]:
     return defaults
 
 
-def run_backends(settings: RunSettings) -> RunResult:
-    """The library call behind `enginekit run`."""
+def run_backends(settings: RunSettings, feed: Mapping[str, np.ndarray] | None = None) -> RunResult:
+    """The library call behind `enginekit run`. ``feed``: arrays in memory instead of ``settings.feeds`` (checked
+    against the model's inputs, and for NaN/Inf unless ``settings.feeds.allow_nonfinite``, as a loaded feed is)."""
     from enginekit.compare import settings_for_precision, validate_tolerance_names
     from enginekit.registry import check_format
     from enginekit.sources.detect import model_format
@@ -393,9 +394,15 @@ def run_backends(settings: RunSettings) -> RunResult:
 
         check_plan_nodes(load_plan(settings.backend.precision_plan),
                          load_model(Path(plan_model), load_external_data=False, check=False))
-    from enginekit.data import prepare_feed
+    from enginekit.data import check_feed, check_finite, prepare_feed
 
-    feed = prepare_feed(inputs, settings.feeds)
+    if feed is None:
+        feed = prepare_feed(inputs, settings.feeds)
+    else:
+        feed = {k: np.asarray(v) for k, v in feed.items()}
+        check_feed(inputs, feed, where="feeds")
+        if not settings.feeds.allow_nonfinite:
+            check_finite(feed, where="feeds")
     ordered = [ref] + [c for c in cands if c != ref]
     rows: dict[Candidate, BackendRow] = {}
     for cand in ordered:
