@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 	# A real trained model from PyPI for tests (PaddleOCR's ONNX models ship inside this wheel);
 	# only its model files are used, so its runtime dependencies are not installed.
 	$(PIP) install -q -c constraints.txt --no-deps rapidocr-onnxruntime
+	# Triton: tritonclient ships model_config.proto (config tests) and the HTTP client; nvidia-pytriton ships the
+	# tritonserver binary (server test). Without deps: tritonclient pins ml-dtypes<=0.5.4 and pytriton numpy<2,
+	# neither needed for what the tests use.
+	$(PIP) install -q -c constraints.txt --no-deps tritonclient nvidia-pytriton
+	$(PIP) install -q -c constraints.txt geventhttpclient python-rapidjson urllib3 greenlet
 	# Debian's Chromium renders report.html in the browser test (skipped with the reason where it cannot be installed)
 	command -v chromium >/dev/null 2>&1 || (apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
 		|| (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1) \

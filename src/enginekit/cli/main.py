@@ -57,6 +57,7 @@ def _register() -> None:
         package_cmd,
         prepare_cmd,
         run_cmd,
+        triton_cmd,
     )
 
     app.command("inspect")(inspect_cmd.inspect)
@@ -68,6 +69,7 @@ def _register() -> None:
     app.command("bench", help=bench_cmd.HELP)(bench_cmd.bench)
     app.add_typer(debug_cmd.debug_app, name="debug")
     app.command("run")(run_cmd.run)
+    app.command("triton", help=triton_cmd.HELP)(triton_cmd.triton)
     app.command("compare")(compare_cmd.compare)
     app.command("optimize")(optimize_cmd.optimize)
     app.command("demo")(optimize_cmd.demo)
