@@ -164,6 +164,7 @@ def write_package(report_dir: str | Path, out_dir: str | Path, *, force: bool = 
         "outputs": (doc.get("model_info") or {}).get("outputs") or [],
         "engines": engines, "reference": ref,
         "samples": {"inputs": "samples/inputs.npz", "reference_outputs": "samples/outputs.npz" if ref_file else None},
+        "command": doc.get("command"),  # the optimize command that proved these engines
         "versions": environment(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
