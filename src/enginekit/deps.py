@@ -23,6 +23,8 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "paddle": ("paddlepaddle", "paddle"),
     "paddle2onnx": ("paddle2onnx", None),
     "matplotlib": ("matplotlib", "plot"),
+    "PIL": ("pillow", "images"),
+    "yaml": ("pyyaml", "images"),
     "onnxscript": ("onnxscript", "torch"),
 }
 

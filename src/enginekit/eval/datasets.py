@@ -1,4 +1,7 @@
-"""Evaluation datasets: an .npz holding one array per model input and an integer ``labels`` array."""
+"""Evaluation datasets: an .npz holding one array per model input and an integer ``labels`` array.
+
+Image folders (``ROOT/CLASS_NAME/*.png``) load through :mod:`enginekit.eval.image_folder`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from enginekit.data import load_arrays
-from enginekit.errors import FeedError
+from enginekit.errors import FeedError, InvalidArgumentError
 from enginekit.tensors import TensorSpec
 
 
@@ -18,6 +21,7 @@ class Dataset:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray
     source: str
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i] (an image folder's class folders)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -45,3 +49,13 @@ def load_dataset(path: str | Path, specs: Sequence[TensorSpec]) -> Dataset:
         raise FeedError(f"Dataset {str(path)!r}: arrays {', '.join(bad)} do not have {labels.shape[0]} samples "
                         "along axis 0 like 'labels'.")
     return Dataset(inputs, labels, str(path))
+
+
+def take(dataset: Dataset, limit: int | None) -> Dataset:
+    """The first ``limit`` samples (None: all). Raises InvalidArgumentError for a limit below 1."""
+    if limit is not None and limit < 1:
+        raise InvalidArgumentError(f"The sample limit must be at least 1, got {limit}.")
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return Dataset({k: v[:limit] for k, v in dataset.inputs.items()}, dataset.labels[:limit], dataset.source,
+                   dataset.class_names)

@@ -1,0 +1,89 @@
+"""Classification datasets from a folder of images: ``ROOT/CLASS_NAME/*.png|jpg|...`` (torchvision's ImageFolder).
+
+Classes are the sub-folders of ROOT sorted by name; label i is the i-th class. Samples are ordered by class,
+then by file name. Files with other suffixes and hidden files are ignored; nested folders are not searched.
+With ``limit`` N, the N samples are taken round-robin across classes (the first file of every class, then
+the second, ...), so a small limit still covers every class; they keep the class-then-name order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from enginekit.errors import FeedError, InvalidArgumentError
+from enginekit.eval.datasets import Dataset
+from enginekit.eval.preprocess import Preprocess, load_image, resolve_for_input
+from enginekit.tensors import TensorSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+Progress = Callable[[int, int], None]  # (images done, images to load)
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def scan_image_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    """Class names and (file, label) pairs in class-then-name order. Raises FeedError for an unusable folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FeedError(f"Image folder {str(root)!r} is not a folder.")
+    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p)))
+    if not classes:
+        raise FeedError(f"Image folder {str(root)!r} has no class folders; expected ROOT/CLASS_NAME/image.png.")
+    samples: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir()
+                       if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+        samples.extend((f, label) for f in files)
+    if not samples:
+        raise FeedError(f"Image folder {str(root)!r} has no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders.")
+    return classes, samples
+
+
+def _round_robin(samples: list[tuple[Path, int]], limit: int) -> list[tuple[Path, int]]:
+    rank: dict[int, int] = {}
+    keyed = []
+    for order, (_, label) in enumerate(samples):
+        keyed.append((rank.get(label, 0), label, order))
+        rank[label] = rank.get(label, 0) + 1
+    chosen = sorted(order for _, _, order in sorted(keyed)[:limit])
+    return [samples[i] for i in chosen]
+
+
+def load_image_folder(
+    root: str | Path,
+    specs: Sequence[TensorSpec],
+    preprocess: Preprocess,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> Dataset:
+    """A Dataset of the model's one image input (preprocessed) and the class labels (int64).
+
+    ``preprocess`` is completed from the input's shape (color from its channels, size from a fixed H, W).
+    ``progress(done, total)`` is called after every image. Raises FeedError for a model without exactly one
+    input, an unusable folder or image, images of different sizes without ``size``.
+    """
+    if len(specs) != 1:
+        names = ", ".join(s.name for s in specs) or "none"
+        raise FeedError(f"An image folder feeds models with one input; this model has {len(specs)} ({names}).")
+    if limit is not None and limit < 1:
+        raise InvalidArgumentError(f"The sample limit must be at least 1, got {limit}.")
+    spec = specs[0]
+    pre = resolve_for_input(preprocess, spec)
+    classes, samples = scan_image_folder(root)
+    if limit is not None and limit < len(samples):
+        samples = _round_robin(samples, limit)
+    arrays = []
+    for done, (path, _) in enumerate(samples, start=1):
+        arrays.append(load_image(path, pre))
+        if arrays[-1].shape != arrays[0].shape:
+            raise FeedError(f"Image {str(path)!r} gives shape {list(arrays[-1].shape)}, the first image "
+                            f"{list(arrays[0].shape)}; set a preprocess size to resize them all.")
+        if progress is not None:
+            progress(done, len(samples))
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
+    return Dataset({spec.name: np.stack(arrays)}, labels, str(root), class_names=classes)
