@@ -154,8 +154,12 @@ class OptimizeSettings:
     compare: CompareSettings = field(default_factory=CompareSettings)
     timing: TimingSettings = field(default_factory=TimingSettings)
     builds: tuple[BuildSettings, ...] = ()  # TensorRT engines to build from the model (one candidate each)
-    dataset: Path | None = None  # .npz with model inputs and "labels"
+    dataset: Path | None = None  # .npz with model inputs and "labels", or an ImageFolder (ROOT/CLASS/*.png)
     batch_size: int = 0  # dataset batch size; 0: whole dataset at once when the model allows it
+    preprocess: tuple[str, ...] = ()  # image folders: KEY=VALUE (size, mean, std, scale, layout, ...)
+    preprocess_file: Path | None = None  # image folders: the same keys in a YAML file (options override it)
+    limit: int = 0  # evaluate at most this many samples (0: all)
+    gates: tuple[str, ...] = ()  # METRIC>=VALUE[pp|%] | METRIC>=abs:VALUE, against the reference (enginekit.eval.gates)
     report_dir: Path = Path("enginekit-report")
     search: SearchSettings | None = None  # PyTorch sources: the configuration search (default on CUDA)
 

@@ -97,6 +97,19 @@ def optimize(
     search_duration: Annotated[str | None, typer.Option(
         "--search-duration", help="PyTorch sources: how long each configuration is timed at each batch (default "
         "1s, after a 0.5s warm-up).", show_default=False)] = None,
+    preprocess: Annotated[list[str] | None, typer.Option(
+        "--preprocess", help="Image-folder --dataset: KEY=VALUE preprocessing (size=224,224, "
+        "scale=0.00392156862745098, mean=0.485,0.456,0.406, std=0.229,0.224,0.225, layout=NCHW|NHWC, "
+        "color=rgb|gray, dtype=float32, interpolation=bilinear); repeatable.", show_default=False)] = None,
+    preprocess_file: Annotated[Path | None, typer.Option(
+        "--preprocess-file", help="The same keys in a YAML file (--preprocess options override it).",
+        show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Evaluate at most N dataset samples (0: all; image folders "
+                                       "take them round-robin over the classes).")] = 0,
+    gate: Annotated[list[str] | None, typer.Option(
+        "--gate", help="A task-metric threshold against the reference, e.g. accuracy>=-0.5pp (points), "
+        "accuracy>=-1%% (relative), top5_accuracy>=abs:0.9; a candidate that fails it fails (exit 1). Repeatable.",
+        show_default=False)] = None,
     package: Annotated[Path | None, typer.Option(
         "--package", help="Also write a package folder (new or empty): the source ONNX, the verified best engine "
         "per objective with its manifest, IO samples, the tables and a reproduce.sh that checks the outputs "
@@ -130,6 +143,7 @@ def optimize(
         search_precisions=common.split_multi(search_precision),
         search_duration=None if search_duration is None else common.parse_duration(search_duration,
                                                                                     "--search-duration"),
+        preprocess=preprocess or [], preprocess_file=preprocess_file, limit=limit, gates=gate or [],
     )
     # the tolerances are parsed after the model and build options, as always
     _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json, package)

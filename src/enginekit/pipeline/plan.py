@@ -61,6 +61,10 @@ def plan_optimize(
     search_candidates: Sequence[str] = (),
     search_precisions: Sequence[str] = (),
     search_duration: float | None = None,
+    preprocess: Sequence[str] = (),
+    preprocess_file: Path | None = None,
+    limit: int = 0,
+    gates: Sequence[str] = (),
 ) -> OptimizeSettings:
     """The settings of `enginekit optimize` for these options (the same names as the command's, as values).
 
@@ -88,6 +92,7 @@ def plan_optimize(
         precision_plan_model = source.export.output  # written by the export step, read by the runners
     search = plan_search(source.export, backend, search_batches, search_candidates, search_precisions,
                          search_duration)
+    _check_evaluation(dataset, preprocess, preprocess_file, limit, gates, example=model is None)
     return OptimizeSettings(
         search=search,
         builds=builds,
@@ -103,6 +108,10 @@ def plan_optimize(
         dataset=dataset,
         batch_size=batch_size,
         report_dir=report_dir,
+        preprocess=tuple(preprocess),
+        preprocess_file=preprocess_file,
+        limit=limit,
+        gates=tuple(gates),
     )
 
 
@@ -128,6 +137,25 @@ def tensorrt_builds(target: str, precisions: tuple[str, ...], profiles: tuple[st
     return tuple(BuildSettings(backend=name, precision=p, profiles=profiles, calib_data=calib_data,
                                compute_capabilities=ccs, cache_dir=cache_dir,
                                precision_plan=plan if p == plan_precision else None) for p in chosen)
+
+
+def _check_evaluation(dataset: Path | None, preprocess: Sequence[str], preprocess_file: Path | None, limit: int,
+                      gates: Sequence[str], *, example: bool = False) -> None:
+    """Dataset options are user errors now (exit 2), not a failed step later (``example``: the bundled digits
+    example, which brings its own test split)."""
+    from enginekit.eval.gates import parse_gates
+    from enginekit.eval.preprocess import load_preprocess_yaml, parse_preprocess_options
+
+    if limit < 0:
+        raise InvalidArgumentError(f"--limit {limit}: must be >= 0.")
+    if dataset is None and not example and (preprocess or preprocess_file is not None or limit or gates):
+        raise InvalidArgumentError("--preprocess/--preprocess-file/--limit/--gate apply to --dataset.")
+    if (preprocess or preprocess_file is not None) and dataset is not None and not Path(dataset).is_dir():
+        raise InvalidArgumentError("--preprocess/--preprocess-file apply to an image folder --dataset, not to an .npz "
+                                   "(its arrays are the model inputs as they are).")
+    base = load_preprocess_yaml(preprocess_file) if preprocess_file is not None else None
+    parse_preprocess_options(list(preprocess), base=base)
+    parse_gates(list(gates))
 
 
 def plan_search(export: ExportSettings | None, backend: BackendSettings | None, batches: Sequence[int],

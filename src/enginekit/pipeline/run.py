@@ -4,6 +4,7 @@ debug precision → report. The model is parsed once (without its external data)
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -24,6 +25,8 @@ from enginekit.pipeline.fix import fix_candidate
 from enginekit.pipeline.steps import CandidateResult, OptimizeResult, Pipeline, StepFailed, StepResult, StepSkipped
 from enginekit.status import Status
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
     from enginekit.eval.datasets import Dataset
@@ -38,7 +41,6 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     from enginekit.compare import validate_tolerance_names
     from enginekit.data import prepare_feed
     from enginekit.eval.classification import classification_metrics
-    from enginekit.eval.datasets import load_dataset
     from enginekit.fileutil import check_writable_folder
     from enginekit.graph.inspect import summarize_model
     from enginekit.graph.io import input_specs, output_specs
@@ -110,7 +112,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     def feeds(step: StepResult) -> None:
         dpath = state["dataset_path"]
         if dpath is not None:
-            ds = load_dataset(dpath, state["inputs"])
+            ds = _dataset(Path(dpath), state["inputs"], settings)
             state["dataset"] = ds
             result.dataset = str(dpath)
             bs = batch_size(state["inputs"], settings.batch_size)
@@ -180,6 +182,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
                 row.outputs, row.infer_s, cres.timing, scores = value
                 if scores is not None:
                     cres.metrics = classification_metrics(scores, state["dataset"].labels).to_dict()
+                    state.setdefault("scores", {})[cand.label] = scores
             if row.status == Status.SKIPPED:
                 raise StepSkipped(row.reason)
             if row.status != Status.OK:
@@ -202,6 +205,24 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
     pipe.step("compare", compare)
     result.candidates = [rows[c] for c in cands if c in rows]
+
+    def task_metrics(step: StepResult) -> None:
+        from enginekit.eval.gates import parse_gates
+        from enginekit.pipeline.task_metrics import judge
+
+        if "scores" not in state:
+            raise StepSkipped("no dataset was evaluated")
+        failed = judge({c.label: rows[c] for c in ordered if c in rows}, state["scores"], ref.label,
+                       state["dataset"].labels, parse_gates(list(settings.gates)))
+        n = len(state["dataset"])
+        step.reason = f"{n} samples; 95 % paired bootstrap intervals of each metric's difference from {ref.label}"
+        if settings.gates:
+            step.reason += f"; gates {', '.join(settings.gates)}"
+        if failed:
+            raise StepFailed(f"failed a gate: {', '.join(failed)}")
+
+    if settings.dataset is not None:
+        pipe.step("task metrics", task_metrics, required=False, always=True)
 
     def search(step: StepResult) -> None:
         from enginekit.pipeline.search import search_configurations, timing_of
@@ -246,6 +267,26 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
     pipe.step("report", report, always=True)
     return result
+
+
+def _dataset(path: Path, inputs: list[Any], settings: OptimizeSettings) -> Dataset:
+    """An .npz dataset, or an image folder read with the --preprocess settings; at most --limit samples."""
+    from enginekit.eval.datasets import load_dataset, take
+
+    limit = settings.limit or None
+    if not path.is_dir():
+        return take(load_dataset(path, inputs), limit)
+    from enginekit.eval.image_folder import load_image_folder
+    from enginekit.eval.preprocess import load_preprocess_yaml, parse_preprocess_options
+
+    base = load_preprocess_yaml(settings.preprocess_file) if settings.preprocess_file is not None else None
+    pre = parse_preprocess_options(list(settings.preprocess), base=base)
+    return load_image_folder(path, inputs, pre, limit, progress=_progress)
+
+
+def _progress(done: int, total: int) -> None:
+    if done == total or done % max(total // 10, 1) == 0:
+        log.info("dataset: %d of %d images read", done, total)
 
 
 def source_feed(torch_inputs: Sequence[str], feeds: FeedSettings) -> dict[str, np.ndarray]:

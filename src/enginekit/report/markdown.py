@@ -112,6 +112,31 @@ def render_optimize(doc: Mapping[str, Any]) -> str:
         + ("\n" if timing_warnings(doc["results"]) else "")
         + ("## Notes\n\n" + "\n".join(notes) + "\n\n" if notes else "")
         + "## Outputs against the reference\n\n" + output_table(doc["results"])
+        + task_metrics_section(doc["results"])
         + "\n" + render_search(doc.get("search"))
         + "## Steps\n\n" + steps
     )
+
+
+def task_metrics_section(results: Sequence[Mapping[str, Any]]) -> str:
+    """Each candidate's task metrics with the 95 % interval of its difference from the reference, and its gates."""
+    rows, gates = [], []
+    for r in results:
+        m = r.get("metrics") or {}
+        for name, iv in (m.get("intervals") or {}).items():
+            rows.append([r["backend"], name, m.get(name), f"{iv['difference']:+.4g}",
+                         f"{iv['low']:+.4g} .. {iv['high']:+.4g}"])
+        for g in m.get("gates") or []:
+            gates.append([r["backend"], g.get("gate"), "passed" if g.get("passed") else "FAILED", g.get("estimate"),
+                          f"{g['ci_low']:+.4g} .. {g['ci_high']:+.4g}", g.get("threshold"),
+                          g.get("confidence")])
+    if not rows and not gates:
+        return ""
+    out = ("## Task metrics against the reference\n\nDifference from the reference on the same samples, with its 95 % "
+           "paired bootstrap interval (1000 resamples).\n\n")
+    out += table(["backend", "metric", "value", "difference", "95 % interval"], rows) if rows else ""
+    if gates:
+        out += ("\nGates (judged on the point estimate; the interval says whether the data are sure of it: "
+                "confidence passed / failed / inconclusive):\n\n")
+        out += table(["backend", "gate", "result", "estimate", "95 % interval", "threshold", "confidence"], gates)
+    return out + "\n"

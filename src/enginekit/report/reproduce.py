@@ -77,6 +77,10 @@ def optimize_command(s: OptimizeSettings) -> list[str]:
         cmd += ["--dataset", str(s.dataset)]
     if s.batch_size:
         cmd += ["--batch-size", str(s.batch_size)]
+    cmd += [a for p in s.preprocess for a in ("--preprocess", p)]
+    cmd += ["--preprocess-file", str(s.preprocess_file)] if s.preprocess_file is not None else []
+    cmd += ["--limit", str(s.limit)] if s.limit else []
+    cmd += [a for g in s.gates for a in ("--gate", g)]
     if s.export is None:
         cmd += _feed_args(s.feeds) + (["--target", s.builds[0].backend] if s.builds else [])
     cmd += _build_args(s)
