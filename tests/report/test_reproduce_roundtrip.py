@@ -81,3 +81,48 @@ def test_default_tolerances_stay_unwritten(monkeypatch: pytest.MonkeyPatch, tmp_
     _same(s, again)
     given = replace(s, compare=CompareSettings(atol=Tolerances(1e-5, default_given=True)))
     assert "--atol" in optimize_command(given)
+
+
+def _parse_run(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    import enginekit.multirun
+
+    seen: list[Any] = []
+
+    def capture(settings: Any, feed: Any = None) -> None:
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(enginekit.multirun, "run_backends", capture)
+    with pytest.raises(SystemExit):
+        main(argv[1:])
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.parametrize("case", ["plain", "everything"])
+def test_run_settings_round_trip(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from enginekit.data import parse_input_shape, parse_value_range
+    from enginekit.report.reproduce import run_command
+    from enginekit.settings import FeedSettings, RunSettings
+
+    monkeypatch.chdir(tmp_path)
+    if case == "plain":
+        s = RunSettings(model=Path("m.onnx"))
+    else:
+        s = RunSettings(
+            model=Path("m.onnx"), backends=("ort", "openvino", "ort:fp16"), reference="openvino",
+            feeds=FeedSettings(inputs=(parse_input_shape("x:2x3"),), seed=5,
+                               val_ranges=(parse_value_range("x:-2.0,2.0"),), allow_nonfinite=True),
+            backend=BackendSettings(ort_providers=("cpu",), openvino_precision="bf16", ort_graph_optimization="basic",
+                                    ort_intra_op_threads=2, ort_optimized_model=Path("opt.onnx"),
+                                    ort_cuda_fp16=True, ort_trt_cache_dir=Path("trt"),
+                                    ort_trt_profiles=("x:1x3:2x3:4x3",), torch_device="cpu",
+                                    inductor_mode="max-autotune", inductor_freezing=False, channels_last="on",
+                                    dynamic_shapes="dynamic", trust_remote_code=True),
+            compare=CompareSettings(atol=Tolerances(1e-3, (("y", 1e-2),), default_given=True),
+                                    rtol=Tolerances(1e-5, (("y", 2e-3),)), check_error_stat="mean",
+                                    validate=True, equal_nan=True),
+            save_inputs=Path("in.npz"), save_outputs=Path("out.npz"), report_dir=Path("rep"), check_model=False)
+    again = _parse_run(run_command(s), monkeypatch)
+    assert again == s
+    assert again.compare.atol.default_given == s.compare.atol.default_given

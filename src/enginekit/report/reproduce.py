@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from enginekit.compare import CompareSettings, Tolerances
-from enginekit.settings import BackendSettings, ExportSettings, FeedSettings, OptimizeSettings, SearchSettings
+from enginekit.settings import (
+    BackendSettings,
+    ExportSettings,
+    FeedSettings,
+    OptimizeSettings,
+    RunSettings,
+    SearchSettings,
+)
 
 
 def _tolerance_args(flag: str, tol: Tolerances) -> list[str]:
@@ -109,3 +116,42 @@ def _build_args(s: OptimizeSettings) -> list[str]:
         args += ["--cache-dir", str(first.cache_dir)]
     plan = s.backend.precision_plan or next((b.precision_plan for b in s.builds if b.precision_plan), None)
     return args + (["--precision-plan", str(plan)] if plan is not None else [])
+
+
+def run_command(s: RunSettings) -> list[str]:
+    """The `enginekit run` argv that builds ``s`` again (round trip tested like optimize's)."""
+    b, d = s.backend, BackendSettings()
+    cmd = ["enginekit", "run", str(s.model)]
+    for name in s.backends:
+        cmd += ["--backend", name]
+    if s.reference:
+        cmd += ["--reference", s.reference]
+    cmd += _feed_args(s.feeds) + _compare_args(s.compare)
+    if s.compare.equal_nan:
+        cmd.append("--equal-nan")
+    for flag, path in (("--save-inputs", s.save_inputs), ("--save-outputs", s.save_outputs),
+                       ("--report", s.report_dir)):
+        cmd += [flag, str(path)] if path is not None else []
+    cmd += [] if s.check_model else ["--no-check"]
+    cmd += _backend_args(b)
+    options: list[tuple[str, object, object]] = [
+        ("--openvino-precision", b.openvino_precision, d.openvino_precision),
+        ("--ort-graph-optimization", b.ort_graph_optimization, d.ort_graph_optimization),
+        ("--ort-threads", b.ort_intra_op_threads, d.ort_intra_op_threads),
+        ("--ort-save-optimized", b.ort_optimized_model, d.ort_optimized_model),
+        ("--ort-trt-cache", b.ort_trt_cache_dir, d.ort_trt_cache_dir),
+        ("--torch-device", b.torch_device, d.torch_device),
+        ("--inductor-mode", b.inductor_mode, d.inductor_mode),
+        ("--channels-last", b.channels_last, d.channels_last),
+        ("--dynamic-shapes", b.dynamic_shapes, d.dynamic_shapes),
+        ("--precision-plan", b.precision_plan, d.precision_plan),
+        ("--precision-plan-model", b.precision_plan_model, d.precision_plan_model),
+    ]
+    for flag, value, default in options:
+        if value != default:
+            cmd += [flag, str(value)]
+    cmd += [a for p in b.ort_trt_profiles for a in ("--ort-trt-profile", p)]
+    cmd += ["--ort-fp16"] if b.ort_cuda_fp16 else []
+    cmd += [] if b.inductor_freezing else ["--no-inductor-freezing"]
+    cmd += ["--trust-remote-code"] if b.trust_remote_code else []
+    return cmd
