@@ -126,3 +126,65 @@ def test_run_settings_round_trip(case: str, tmp_path: Path, monkeypatch: pytest.
     again = _parse_run(run_command(s), monkeypatch)
     assert again == s
     assert again.compare.atol.default_given == s.compare.atol.default_given
+
+
+def test_export_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import enginekit.export.api
+    from enginekit.data import parse_value_range
+    from enginekit.report.reproduce import export_command
+    from enginekit.settings import EXPORT_TOLERANCE, DynamicDim, ExportSettings
+
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+
+    def capture(settings: Any) -> None:
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(enginekit.export.api, "export_model", capture)
+    cases = [
+        ExportSettings(source=f"{MODELS}:convnet", output=Path("m.onnx")),
+        ExportSettings(source=f"{MODELS}:convnet", output=Path("out/m.onnx"), inputs=("x:batch,3,16,16",),
+                       dynamic=(DynamicDim("x", 0, "batch", 1, 64),), output_names=("logits",),
+                       weights=Path("w.pt"), exporter="torchscript", opset=17, target="tensorrt==10", verify=False,
+                       seed=4, val_ranges=(parse_value_range("x:0.0,1.0"),),
+                       compare=CompareSettings(atol=Tolerances(1e-3, default_given=True),
+                                               rtol=Tolerances(EXPORT_TOLERANCE, (("logits", 1e-2),))),
+                       trust_remote_code=True),
+    ]
+    (tmp_path / "out").mkdir()
+    for s in cases:
+        seen.clear()
+        with pytest.raises(SystemExit):
+            main(export_command(s)[1:])
+        assert seen == [s]
+        assert seen[0].compare.atol.default_given == s.compare.atol.default_given
+
+
+def test_build_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import enginekit.backends.tensorrt.build
+    from enginekit.report.reproduce import build_command
+    from enginekit.settings import BuildSettings
+
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+
+    def capture(model: Any, settings: Any, *progress: Any) -> None:
+        seen.append((Path(model), settings))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(enginekit.backends.tensorrt.build, "build_engine", capture)
+    cases = [
+        BuildSettings(backend="tensorrt-rtx"),
+        BuildSettings(backend="tensorrt", output=Path("m.engine"), profiles=("x:1x3:4x3:8x3", "x:1x3:2x3:2x3"),
+                      profile_from=Path("feeds.npz"), precision="int8", precision_plan=Path("plan.json"),
+                      calib_data=Path("calib"), calib_method="entropy", calib_cache=Path("c.cache"), workspace_mib=512,
+                      optimization_level=5, timing_cache=Path("t.cache"), version_compatible=True,
+                      hardware_compatibility="ampere-plus", compute_capabilities=("8.6", "12.0"),
+                      cache_dir=Path("cache"), use_cache=False, unique_dim_names=False),
+    ]
+    for s in cases:
+        seen.clear()
+        with pytest.raises(SystemExit):
+            main(build_command("m.onnx", s)[1:])
+        assert seen == [(Path("m.onnx"), s)]

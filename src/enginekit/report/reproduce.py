@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from enginekit.compare import CompareSettings, Tolerances
 from enginekit.settings import (
     BackendSettings,
+    BuildSettings,
     ExportSettings,
     FeedSettings,
     OptimizeSettings,
@@ -155,3 +158,35 @@ def run_command(s: RunSettings) -> list[str]:
     cmd += [] if b.inductor_freezing else ["--no-inductor-freezing"]
     cmd += ["--trust-remote-code"] if b.trust_remote_code else []
     return cmd
+
+
+def export_command(s: ExportSettings) -> list[str]:
+    """The `enginekit export` argv that builds ``s`` again (the size threshold for external data has no option)."""
+    cmd = ["enginekit", "export", s.source, "--output", str(s.output), *_export_args(s), "--seed", str(s.seed)]
+    cmd += [a for n in s.output_names for a in ("--output-names", n)]
+    cmd += [] if s.verify else ["--no-verify"]
+    cmd += _tolerance_args("--atol", s.compare.atol) + _tolerance_args("--rtol", s.compare.rtol)
+    return cmd + (["--trust-remote-code"] if s.trust_remote_code else [])
+
+
+def build_command(model: str | Path, s: BuildSettings) -> list[str]:
+    """The `enginekit build` argv that builds ``s`` again."""
+    d = BuildSettings()
+    cmd = ["enginekit", "build", str(model), "--backend", s.backend, "--precision", s.precision]
+    cmd += [a for p in s.profiles for a in ("--profile", p)]
+    cmd += [a for cc in s.compute_capabilities for a in ("--compute-capability", cc)]
+    options: list[tuple[str, object, object]] = [
+        ("--output", s.output, d.output), ("--profile-from", s.profile_from, d.profile_from),
+        ("--precision-plan", s.precision_plan, d.precision_plan), ("--calib-data", s.calib_data, d.calib_data),
+        ("--calib-method", s.calib_method, d.calib_method), ("--calib-cache", s.calib_cache, d.calib_cache),
+        ("--workspace", s.workspace_mib, d.workspace_mib), ("--opt-level", s.optimization_level, d.optimization_level),
+        ("--timing-cache", s.timing_cache, d.timing_cache),
+        ("--hardware-compatibility", s.hardware_compatibility, d.hardware_compatibility),
+        ("--cache-dir", s.cache_dir, d.cache_dir),
+    ]
+    for flag, value, default in options:
+        if value != default:
+            cmd += [flag, str(value)]
+    cmd += ["--version-compatible"] if s.version_compatible else []
+    cmd += [] if s.use_cache else ["--no-cache"]
+    return cmd + ([] if s.unique_dim_names else ["--keep-dim-names"])
