@@ -188,3 +188,32 @@ def test_build_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         with pytest.raises(SystemExit):
             main(build_command("m.onnx", s)[1:])
         assert seen == [(Path("m.onnx"), s)]
+
+
+def test_prepare_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import enginekit.graph.prepare
+    from enginekit.data import parse_input_shape
+    from enginekit.report.reproduce import prepare_command
+    from enginekit.settings import FeedSettings, PrepareSettings
+
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+
+    def capture(model: Any, settings: Any) -> None:
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(enginekit.graph.prepare, "prepare_model", capture)
+    cases = [
+        PrepareSettings(output=Path("out.onnx")),
+        PrepareSettings(output=Path("out.onnx"), passes=()),
+        PrepareSettings(output=Path("out.onnx"), passes=("shape-inference", "int64-to-int32"), target_opset=17,
+                        fix_input_shapes=(parse_input_shape("x:1x3x8x8"),), verify=False,
+                        feeds=FeedSettings(inputs=(parse_input_shape("x:1x3x8x8"),), seed=9),
+                        compare=CompareSettings(atol=Tolerances(1e-4, default_given=True), check_error_stat="max")),
+    ]
+    for s in cases:
+        seen.clear()
+        with pytest.raises(SystemExit):
+            main(prepare_command("m.onnx", s)[1:])
+        assert seen == [s]

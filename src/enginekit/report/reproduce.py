@@ -11,6 +11,7 @@ from enginekit.settings import (
     ExportSettings,
     FeedSettings,
     OptimizeSettings,
+    PrepareSettings,
     RunSettings,
     SearchSettings,
 )
@@ -190,3 +191,14 @@ def build_command(model: str | Path, s: BuildSettings) -> list[str]:
     cmd += ["--version-compatible"] if s.version_compatible else []
     cmd += [] if s.use_cache else ["--no-cache"]
     return cmd + ([] if s.unique_dim_names else ["--keep-dim-names"])
+
+
+def prepare_command(model: str | Path, s: PrepareSettings) -> list[str]:
+    """The `enginekit prepare` argv that builds ``s`` again."""
+    cmd = ["enginekit", "prepare", str(model), "--output", str(s.output)]
+    if s.passes != PrepareSettings.passes:
+        cmd += [a for p in s.passes for a in ("--pass", p)] if s.passes else ["--pass", "none"]
+    cmd += ["--opset", str(s.target_opset)] if s.target_opset is not None else []
+    cmd += [a for shape in s.fix_input_shapes for a in ("--fix-input-shapes", shape.to_arg())]
+    cmd += [] if s.verify else ["--no-verify"]
+    return cmd + _feed_args(s.feeds) + _compare_args(s.compare)
