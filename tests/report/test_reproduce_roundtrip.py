@@ -217,3 +217,34 @@ def test_prepare_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyP
         with pytest.raises(SystemExit):
             main(prepare_command("m.onnx", s)[1:])
         assert seen == [s]
+
+
+def test_debug_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import enginekit.debug.workflow
+    from enginekit.examples import digits
+    from enginekit.data import parse_input_shape
+    from enginekit.report.reproduce import debug_command
+    from enginekit.settings import DebugSettings, FeedSettings
+
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+
+    def capture(model: Any, feeds: Any, settings: Any) -> None:
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(enginekit.debug.workflow, "debug_precision", capture)
+    validated = CompareSettings(validate=True)  # debug precision always validates (NaN/Inf fail)
+    cases = [
+        DebugSettings(compare=validated),
+        DebugSettings(precision="bf16", backend="ort", reference="fp64", max_evaluations=50, range_analysis=False,
+                      allow_weak_reference=True, compare=replace(validated, atol=Tolerances(1e-3, default_given=True),
+                                                                  check_error_stat="median")),
+        DebugSettings(precision="int8", calibration=Path("calib.npz"), calib_method="entropy", compare=validated),
+    ]
+    for s in cases:
+        seen.clear()
+        with pytest.raises(SystemExit):
+            feeds = FeedSettings(inputs=(parse_input_shape("x:4x1x8x8"),), seed=2)
+            main(debug_command(digits.onnx_path(), s, feeds)[1:])
+        assert seen == [s]

@@ -8,6 +8,7 @@ from enginekit.compare import CompareSettings, Tolerances
 from enginekit.settings import (
     BackendSettings,
     BuildSettings,
+    DebugSettings,
     ExportSettings,
     FeedSettings,
     OptimizeSettings,
@@ -202,3 +203,22 @@ def prepare_command(model: str | Path, s: PrepareSettings) -> list[str]:
     cmd += [a for shape in s.fix_input_shapes for a in ("--fix-input-shapes", shape.to_arg())]
     cmd += [] if s.verify else ["--no-verify"]
     return cmd + _feed_args(s.feeds) + _compare_args(s.compare)
+
+
+def debug_command(model: str | Path, s: DebugSettings, feeds: FeedSettings | None = None) -> list[str]:
+    """The `enginekit debug precision` argv that builds ``s`` (and the feed settings) again."""
+    d = DebugSettings()
+    cmd = ["enginekit", "debug", "precision", str(model), "--precision", s.precision, "--reference", s.reference]
+    options: list[tuple[str, object, object]] = [
+        ("--backend", s.backend, d.backend), ("--calibration", s.calibration, d.calibration),
+        ("--calib-method", s.calib_method, d.calib_method), ("--check", s.check, d.check),
+        ("--max-evaluations", s.max_evaluations, d.max_evaluations),
+    ]
+    for flag, value, default in options:
+        if value != default:
+            cmd += [flag, str(value)]
+    cmd += [] if s.range_analysis else ["--no-range-analysis"]
+    cmd += ["--allow-weak-reference"] if s.allow_weak_reference else []
+    cmd += _tolerance_args("--atol", s.compare.atol) + _tolerance_args("--rtol", s.compare.rtol)
+    cmd += ["--check-error-stat", s.compare.check_error_stat]
+    return cmd + _feed_args(feeds or FeedSettings())
