@@ -248,3 +248,36 @@ def test_debug_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             feeds = FeedSettings(inputs=(parse_input_shape("x:4x1x8x8"),), seed=2)
             main(debug_command(digits.onnx_path(), s, feeds)[1:])
         assert seen == [s]
+
+
+def test_bench_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import enginekit.bench.sweep
+    from enginekit.data import parse_input_shape
+    from enginekit.report.reproduce import bench_command
+    from enginekit.settings import BenchSettings
+
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+
+    def capture(model: Any, candidates: Any, bench: Any, backend: Any, inputs: Any, **kw: Any) -> None:
+        seen.append((tuple(candidates), bench, backend, tuple(inputs)))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(enginekit.bench.sweep, "benchmark", capture)
+    x = parse_input_shape("x:1x3x8x8")
+    cases = [
+        (("ort",), BenchSettings(), BackendSettings(), ()),
+        (("ort", "openvino", "ort:fp16"),
+         BenchSettings(warmup_s=0.25, warmup_iterations=5, duration_s=1.5, iterations=7, batches=(1, 8),
+                       shapes=((x,), (parse_input_shape("x:2x3x8x8"),)), baseline="openvino", with_transfers=True,
+                       cuda_graph=True, streams=2, unstable_cv=0.2, seed=3),
+         BackendSettings(ort_providers=("cpu",), ort_intra_op_threads=2, openvino_precision="bf16",
+                         torch_device="cpu", inductor_mode="reduce-overhead", inductor_freezing=False,
+                         channels_last="off", dynamic_shapes="auto", trust_remote_code=True),
+         (x,)),
+    ]
+    for cands, bench, backend, inputs in cases:
+        seen.clear()
+        with pytest.raises(SystemExit):
+            main(bench_command("m.onnx", cands, bench, backend, inputs)[1:])
+        assert seen == [(cands, bench, backend, inputs)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from enginekit.compare import CompareSettings, Tolerances
+from enginekit.data import InputShape
 from enginekit.settings import (
     BackendSettings,
+    BenchSettings,
     BuildSettings,
     DebugSettings,
     ExportSettings,
@@ -222,3 +225,34 @@ def debug_command(model: str | Path, s: DebugSettings, feeds: FeedSettings | Non
     cmd += _tolerance_args("--atol", s.compare.atol) + _tolerance_args("--rtol", s.compare.rtol)
     cmd += ["--check-error-stat", s.compare.check_error_stat]
     return cmd + _feed_args(feeds or FeedSettings())
+
+
+def bench_command(model: str | Path, candidates: Sequence[str], s: BenchSettings, b: BackendSettings,
+                  inputs: Sequence[InputShape] = ()) -> list[str]:
+    """The `enginekit bench` argv that builds these settings again (``max_iterations``/``max_time_s`` have no
+    option: the CLI always uses BenchSettings' own)."""
+    bd = BackendSettings()
+    cmd = ["enginekit", "bench", str(model)]
+    cmd += [a for c in candidates for a in ("--backend", c)]
+    cmd += ["--baseline", s.baseline] if s.baseline else []
+    cmd += ["--warmup", f"{s.warmup_s!r}s", "--warmup-iterations", str(s.warmup_iterations),
+            "--duration", f"{s.duration_s!r}s", "--iterations", str(s.iterations), "--seed", str(s.seed),
+            "--streams", str(s.streams), "--unstable-cv", repr(s.unstable_cv)]
+    cmd += ["--batch", ",".join(map(str, s.batches))] if s.batches else []
+    cmd += [a for shapes in s.shapes for a in ("--shapes", ",".join(x.to_arg() for x in shapes))]
+    cmd += [a for x in inputs for a in ("--input", x.to_arg())]
+    cmd += ["--with-transfers"] if s.with_transfers else []
+    cmd += ["--cuda-graph"] if s.cuda_graph else []
+    cmd += _backend_args(b)
+    options: list[tuple[str, object, object]] = [
+        ("--ort-intra-op-threads", b.ort_intra_op_threads, bd.ort_intra_op_threads),
+        ("--openvino-precision", b.openvino_precision, bd.openvino_precision),
+        ("--torch-device", b.torch_device, bd.torch_device), ("--inductor-mode", b.inductor_mode, bd.inductor_mode),
+        ("--channels-last", b.channels_last, bd.channels_last),
+        ("--dynamic-shapes", b.dynamic_shapes, bd.dynamic_shapes),
+    ]
+    for flag, value, default in options:
+        if value != default:
+            cmd += [flag, str(value)]
+    cmd += [] if b.inductor_freezing else ["--no-inductor-freezing"]
+    return cmd + (["--trust-remote-code"] if b.trust_remote_code else [])
