@@ -14,7 +14,7 @@ import pytest
 
 from enginekit.deploy.package import is_package, pick_engines, read_package, write_package
 from enginekit.deploy.package_run import run_package
-from enginekit.errors import InvalidArgumentError, OutputPathError
+from enginekit.errors import EnginekitError, InvalidArgumentError, OutputPathError
 from enginekit.pipeline import optimize
 from enginekit.settings import OptimizeSettings
 
@@ -143,3 +143,52 @@ def test_optimize_package_on_the_command_line(tmp_path: Path) -> None:
                           env=env, cwd="/", timeout=300)
     assert proc.returncode != 0
     assert os.access(tmp_path / "pkg" / "reproduce.sh", os.X_OK)
+
+
+def test_package_paths_stay_inside_the_package(report: Path, tmp_path: Path) -> None:
+    from enginekit.errors import ModelLoadError
+
+    pkg = write_package(report, tmp_path / "pkg").path
+    spec = json.loads((pkg / "package.json").read_text())
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((pkg / "model.onnx").read_bytes())
+    for key, value in (("model", str(outside)), ("model", "../outside.onnx")):
+        (pkg / "package.json").write_text(json.dumps({**spec, key: value}))
+        with pytest.raises(ModelLoadError, match="absolute path|outside the package"):
+            run_package(pkg)
+    (pkg / "package.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "samples"}))
+    with pytest.raises(ModelLoadError, match="samples.inputs"):
+        run_package(pkg)
+
+
+def test_failed_runs_and_half_written_packages(report: Path, tmp_path: Path) -> None:
+    import shutil
+
+    failed = tmp_path / "failed"
+    shutil.copytree(report, failed)
+    doc = json.loads((failed / "report.json").read_text())
+    (failed / "report.json").write_text(json.dumps({**doc, "passed": False}))
+    with pytest.raises(InvalidArgumentError, match="did not pass"):
+        write_package(failed, tmp_path / "pkg1")
+    broken = tmp_path / "broken"
+    shutil.copytree(report, broken)
+    for f in broken.glob("outputs.*.npz"):
+        f.unlink()
+    with pytest.raises(EnginekitError, match="outputs"):  # the recorded outputs are gone: a typed error
+        write_package(broken, tmp_path / "pkg2")
+    assert not (tmp_path / "pkg2").exists() and not list(tmp_path.glob(".*partial"))  # nothing half-written left
+
+
+def test_reproduce_scripts_survive_a_python_path_with_spaces(report: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter path is quoted for the shell: a venv under 'my envs/' still reruns."""
+    spaced = tmp_path / "my envs $x"
+    spaced.mkdir()
+    wrapper = spaced / "python"  # a wrapper (a symlink would lose the venv), at a path the shell must quote
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(spaced / "python"))
+    pkg = write_package(report, tmp_path / "pkg").path
+    proc = subprocess.run(["bash", str(pkg / "reproduce.sh")], capture_output=True, text=True, env=CLEAN_ENV,
+                          cwd="/", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

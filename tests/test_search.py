@@ -112,4 +112,19 @@ def test_plan_refuses_bad_search_options(tmp_path: Path) -> None:
     assert plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path).search is None
     on_gpu = plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path,
                            backend=BackendSettings(torch_device="cuda"))
-    assert on_gpu.search == SearchSettings()  # --torch-device cuda searches by default
+    assert on_gpu.search == SearchSettings(auto=True)  # --torch-device cuda searches by default
+
+
+def test_an_automatic_search_skips_a_model_without_a_batch_axis(tmp_path: Path) -> None:
+    """--torch-device cuda alone must not fail a run whose inputs have a fixed batch: the search step is skipped."""
+    from dataclasses import replace
+
+    from enginekit.pipeline import optimize
+
+    settings = plan_optimize(CONV, inputs=["x:2,3,16,16"], backends=["torch"], prepare=False,
+                             report_dir=tmp_path / "r", backend=BackendSettings(torch_device="cpu"))
+    settings = replace(settings, search=SearchSettings(auto=True))  # as --torch-device cuda plans it
+    result = optimize(settings)
+    step = next(s for s in result.steps if s.name == "search")
+    assert step.status == "SKIPPED" and "symbolic batch dim" in step.reason
+    assert result.passed

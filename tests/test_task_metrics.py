@@ -61,6 +61,8 @@ def test_a_failed_gate_fails_the_candidate_and_the_run(image_folder: Path, tmp_p
     assert ov.status == "failed" and "gate accuracy>=abs:0.9999 failed: value" in ov.reason
     step = next(s for s in result.steps if s.name == "task metrics")
     assert step.status == "FAIL" and "openvino" in step.reason
+    ref = next(c.row for c in result.candidates if c.row.label == "ort")
+    assert ref.status == "failed" and "gate accuracy>=abs:0.9999" in ref.reason  # abs gates judge the reference too
 
 
 def test_limit_applies_to_npz_datasets(tmp_path: Path) -> None:

@@ -560,19 +560,10 @@ def read_package_json(folder: Path) -> dict[str, Any]:
 
 
 def _package_member(folder: Path, rel: object, key: str) -> Path:
-    """A file named by package.json: a relative path inside the package, which exists."""
-    where = f"{str(folder / PACKAGE_FILE)!r}: {key}"
-    if not isinstance(rel, str) or not rel:
-        raise ModelLoadError(f"{where} is not a file name ({rel!r}).")
-    if Path(rel).is_absolute():
-        raise ModelLoadError(f"{where} is an absolute path ({rel!r}); package files are relative to the package.")
-    root = folder.resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root):
-        raise ModelLoadError(f"{where} ({rel!r}) points outside the package.")
-    if not path.exists():
-        raise ModelLoadError(f"{where}: {rel!r} is missing from the package.")
-    return path
+    """A file named by package.json, inside the package (enginekit.deploy.package.package_member)."""
+    from enginekit.deploy.package import package_member
+
+    return package_member(folder, rel, key)
 
 
 def backend_settings_from_json(data: object, folder: Path) -> BackendSettings:
@@ -598,8 +589,7 @@ def backend_settings_from_json(data: object, folder: Path) -> BackendSettings:
             value = tuple(value) if ok else value
         elif "Path" in str(f.type):
             ok = value is None or isinstance(value, str)
-            value = None if value is None or not ok else (folder / value if not Path(value).is_absolute()
-                                                          else Path(value))
+            value = None if value is None or not ok else _package_member(folder, value, f"backend_settings.{f.name}")
         else:
             ok = type(value) is type(default) or (isinstance(default, float) and isinstance(value, int))
         if not ok:

@@ -138,6 +138,7 @@ class SearchSettings:
     precisions: tuple[str, ...] = ()  # of the default set; empty: fp16, bf16 on CUDA, fp32 (+bf16) on CPU
     warmup_s: float = 0.5
     duration_s: float = 1.0
+    auto: bool = False  # not asked for (--torch-device cuda alone): skipped, not failed, when it cannot run
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class OptimizeSettings:
     limit: int = 0  # evaluate at most this many samples (0: all)
     gates: tuple[str, ...] = ()  # METRIC>=VALUE[pp|%] | METRIC>=abs:VALUE, against the reference (enginekit.eval.gates)
     report_dir: Path = Path("enginekit-report")
-    search: SearchSettings | None = None  # PyTorch sources: the configuration search (default on CUDA)
+    search: SearchSettings | None = None  # PyTorch sources: the configuration search (default with --torch-device cuda)
 
 
 @dataclass(frozen=True)

@@ -252,9 +252,11 @@ def _package(path: Path) -> Path:
     shutil.copy2(digits.onnx_path(), path / "model.onnx")
     entry = {"file": None, "manifest": None, "options": []}
     spec = {"format": "enginekit-package", "version": 1, "name": "digits", "model": "model.onnx",
-            "engines": {"min_latency": {**entry, "candidate": "ort", "backend": "ort", "precision": "fp32"},
+            "samples": {"inputs": "samples/inputs.npz"},
+            "engines": {"min_latency": {**entry, "candidate": "ort", "backend": "ort", "precision": "fp32",
+                                        "outputs": "samples/outputs.min_latency.npz"},
                         "max_throughput": {**entry, "candidate": "torch:fp16", "backend": "torch",
-                                           "precision": "fp16"}}}
+                                           "precision": "fp16", "outputs": "samples/outputs.max_throughput.npz"}}}
     (path / "package.json").write_text(json.dumps(spec))
     return path
 

@@ -221,8 +221,8 @@ def test_prepare_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_debug_settings_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import enginekit.debug.workflow
-    from enginekit.examples import digits
     from enginekit.data import parse_input_shape
+    from enginekit.examples import digits
     from enginekit.report.reproduce import debug_command
     from enginekit.settings import DebugSettings, FeedSettings
 

@@ -43,23 +43,38 @@ def _load_report(report_dir: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("kind") != "optimize":
         raise InvalidArgumentError(f"{str(path)!r} is not the report of `enginekit optimize`; a package is made "
                                    "from an optimize report.")
+    if not doc.get("passed"):
+        raise InvalidArgumentError(f"The run of {str(path)!r} did not pass: a package carries only what a passing "
+                                   "run proved.", hint="Fix the failures (report.md says which) and rerun optimize.")
     return doc
+
+
+def _packable(row: dict[str, Any]) -> bool:
+    """Candidates whose engine a package can carry: runtimes over the ONNX model and built engines. PyTorch-native
+    candidates (torch, inductor, aoti) run the Python source, which a package does not hold."""
+    from enginekit.registry import get_backend
+
+    name = Candidate.parse(str(row["backend"]).partition("#")[0]).backend
+    return bool({"onnx", "engine"} & set(get_backend(name).formats))
 
 
 def pick_engines(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The passing, timed candidate rows for each objective: lowest median latency, most items per second."""
     rows = [r for r in doc.get("results", []) if r.get("status") == Status.OK
-            and (r.get("timing") or {}).get("median_ms") and "+" not in str(r.get("precision"))]
+            and (r.get("timing") or {}).get("median_ms") and "+" not in str(r.get("precision")) and _packable(r)]
     if not rows:
         raise InvalidArgumentError("The report has no passing, timed candidate to package (every candidate failed "
-                                   "verification, errored or was skipped).")
-    batch = _batch(doc)
-
-    def items_per_s(r: dict[str, Any]) -> float:
-        return batch / (float(r["timing"]["mean_ms"] or r["timing"]["median_ms"]) / 1e3)
-
+                                   "verification, errored, was skipped, or runs the PyTorch source, which a "
+                                   "package does not carry).")
     return {"min_latency": min(rows, key=lambda r: float(r["timing"]["median_ms"])),
-            "max_throughput": max(rows, key=items_per_s)}
+            "max_throughput": max(rows, key=lambda r: items_per_s(doc, r))}
+
+
+def items_per_s(doc: dict[str, Any], row: dict[str, Any]) -> float:
+    """Throughput of a row: its batch over its mean latency (as trtexec counts it; the median when no mean)."""
+    timing = row.get("timing") or {}
+    ms = float(timing.get("mean_ms") or timing["median_ms"])
+    return _batch(doc) / (ms / 1e3)
 
 
 def _batch(doc: dict[str, Any]) -> int:
@@ -97,21 +112,20 @@ def write_package(report_dir: str | Path, out_dir: str | Path, *, force: bool = 
 
     Raises InvalidArgumentError for a report without a passing candidate, OutputPathError for an output folder
     that exists and is not empty (unless ``force``) or is the report folder itself."""
-    from enginekit.data import load_arrays, save_arrays
-    from enginekit.fileutil import atomic_write_text
-    from enginekit.report.writer import environment, safe_name
-
-    report = Path(report_dir)
-    out = Path(out_dir)
+    report = Path(report_dir).resolve()
+    out = Path(out_dir).resolve()
     doc = _load_report(report)
-    if out.resolve() == report.resolve():
-        raise OutputPathError("The package folder must not be the report folder.", hint="Give --package a new folder.")
+    if out == report or report.is_relative_to(out):
+        raise OutputPathError("The package folder must not be the report folder or hold it.",
+                              hint="Give --package a new folder.")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise OutputPathError(f"Package folder '{out}' exists and is not empty.",
                               hint="Give a new folder, or --force to replace its contents.")
-    model = Path(doc["model"]) if doc.get("model") else None
+    model = Path(doc["model"]).resolve() if doc.get("model") else None
     if model is None or not model.is_file():
         raise InvalidArgumentError(f"The report's model {doc.get('model')!r} is gone; rerun optimize.")
+    if model.is_relative_to(out) and force:
+        raise OutputPathError(f"--force would delete the model {str(model)!r}, which lies in '{out}'.")
     files = doc.get("files") or {}
     if "inputs" not in files:
         raise InvalidArgumentError("The report has no saved inputs (inputs.npz); rerun optimize.")
@@ -119,8 +133,27 @@ def write_package(report_dir: str | Path, out_dir: str | Path, *, force: bool = 
     staging = out.with_name(f".{out.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)
+    try:
+        _fill(staging, report, doc, model, files, chosen)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left behind
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    spec = read_package(out)
+    return PackageResult(out, {k: v["candidate"] for k, v in spec["engines"].items()},
+                         sorted(p for p in out.rglob("*") if p.is_file()))
+
+
+def _fill(staging: Path, report: Path, doc: dict[str, Any], model: Path, files: dict[str, str],
+          chosen: dict[str, dict[str, Any]]) -> None:
+    from enginekit.data import load_arrays, save_arrays
+    from enginekit.fileutil import atomic_write_text
+    from enginekit.report.writer import environment, safe_name
+
     (staging / "samples").mkdir(parents=True)
-    written = _copy_model(model, staging)
+    _copy_model(model, staging)
     save_arrays(staging / "samples" / "inputs.npz", load_arrays(report / files["inputs"]))
     ref = doc.get("reference") or ""
     ref_file = files.get(f"outputs.{ref}")
@@ -137,13 +170,13 @@ def write_package(report_dir: str | Path, out_dir: str | Path, *, force: bool = 
         entry: dict[str, Any] = {
             "candidate": cand.label, "backend": cand.backend, "precision": cand.precision,
             "options": [list(o) for o in cand.options], "file": None, "manifest": None,
-            "timing": {k: row["timing"].get(k) for k in ("median_ms", "p90_ms", "mean_ms", "cv", "runs")},
+            "timing": {k: (row.get("timing") or {}).get(k) for k in ("median_ms", "p90_ms", "mean_ms", "cv", "runs")},
             "outputs": f"samples/outputs.{objective}.npz",
             "tolerance": {name: {"atol": o.get("atol"), "rtol": o.get("rtol")}
                           for name, o in (row.get("outputs") or {}).items()},
         }
         entry["timing"]["batch"] = _batch(doc)
-        entry["timing"]["items_per_s"] = _batch(doc) / (float(row["timing"]["median_ms"]) / 1e3)
+        entry["timing"]["items_per_s"] = items_per_s(doc, row)
         plan = _engine_file(doc, label)
         if plan is not None and plan.is_file():
             dst = staging / "engines" / objective
@@ -171,11 +204,6 @@ def write_package(report_dir: str | Path, out_dir: str | Path, *, force: bool = 
     atomic_write_text(staging / "package.json", json.dumps(spec, indent=2, allow_nan=False) + "\n")
     script = atomic_write_text(staging / "reproduce.sh", package_script(engines))
     script.chmod(0o755)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    paths = [out / p.relative_to(staging) for p in written] + sorted(p for p in out.rglob("*") if p.is_file())
-    return PackageResult(out, {k: v["candidate"] for k, v in engines.items()}, sorted(set(paths)))
 
 
 def _io(doc: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -192,15 +220,18 @@ def package_script(engines: dict[str, Any]) -> str:
         "# Exit 0: every engine reproduced; 1: outputs differ; 3: an engine cannot run on this machine.",
         "set -uo pipefail",
         'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
-        f'PY="${{PYTHON:-{shlex.quote(sys.executable)}}}"',
+        f"PY={shlex.quote(sys.executable)}",
+        'PY="${PYTHON:-$PY}"',
         "status=0",
+        "# the most telling code wins: 1 (outputs differ) over 3 (cannot run here) over 0",
+        'keep() { if [ "$1" -eq 1 ] || [ "$status" -eq 0 ]; then [ "$status" -eq 1 ] || status=$1; fi; }',
     ]
     seen: set[str] = set()
     for objective, entry in engines.items():
         if entry["candidate"] in seen:
             continue
         seen.add(entry["candidate"])
-        lines.append(f'"$PY" -m enginekit run "$HERE" --objective {objective} || status=$?')
+        lines.append(f'"$PY" -m enginekit run "$HERE" --objective {objective} || keep $?')
     lines.append("exit $status")
     return "\n".join(lines) + "\n"
 
@@ -216,10 +247,41 @@ def read_package(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{str(spec_path)!r} is not readable: {exc}") from exc
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise InvalidArgumentError(f"{str(spec_path)!r} is not an enginekit package description.")
-    if int(spec.get("version", 0)) > VERSION:
+    version = spec.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelLoadError(f"{str(spec_path)!r}: version {version!r} is not a package version.")
+    if version > VERSION:
         raise InvalidArgumentError(f"{str(path)!r} was written by a newer enginekit (package version "
-                                   f"{spec.get('version')}); upgrade enginekit to read it.")
+                                   f"{version}); upgrade enginekit to read it.")
+    engines, samples = spec.get("engines"), spec.get("samples")
+    problems = [] if isinstance(spec.get("model"), str) else ["model"]
+    problems += [] if isinstance(samples, dict) and isinstance(samples.get("inputs"), str) else ["samples.inputs"]
+    if not isinstance(engines, dict) or not engines:
+        problems.append("engines")
+    else:
+        problems += [f"engines.{k}" for k, e in engines.items() if not isinstance(e, dict)
+                     or not isinstance(e.get("candidate"), str) or not isinstance(e.get("outputs"), str)
+                     or not isinstance(e.get("file"), str | type(None))]
+    if problems:
+        raise ModelLoadError(f"{str(spec_path)!r} is missing or has malformed fields: {', '.join(problems)}.")
     return spec
+
+
+def package_member(folder: str | Path, rel: object, key: str) -> Path:
+    """A file named by package.json: a relative path inside the package, which exists (ModelLoadError otherwise:
+    a package never makes enginekit read or load a file outside its folder)."""
+    where = f"{str(Path(folder) / 'package.json')!r}: {key}"
+    if not isinstance(rel, str) or not rel:
+        raise ModelLoadError(f"{where} is not a file name ({rel!r}).")
+    if Path(rel).is_absolute():
+        raise ModelLoadError(f"{where} is an absolute path ({rel!r}); package files are relative to the package.")
+    root = Path(folder).resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise ModelLoadError(f"{where} ({rel!r}) points outside the package.")
+    if not path.exists():
+        raise ModelLoadError(f"{where}: {rel!r} is missing from the package.")
+    return path
 
 
 def is_package(path: str | Path) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enginekit.deploy.package import OBJECTIVES, read_package
+from enginekit.deploy.package import OBJECTIVES, package_member, read_package
 from enginekit.errors import InvalidArgumentError
 from enginekit.multirun import BackendRow, Candidate, use_runner
 from enginekit.status import Status
@@ -47,7 +47,10 @@ def packaged_candidate(spec: dict[str, Any], objective: str) -> tuple[Candidate,
 
 
 def packaged_model(package: Path, spec: dict[str, Any], entry: dict[str, Any]) -> Path:
-    return package / str(entry.get("file") or spec["model"])
+    from enginekit.deploy.package import package_member
+
+    key = "engines.file" if entry.get("file") else "model"
+    return package_member(package, entry.get("file") or spec["model"], key)
 
 
 def run_package(package: str | Path, objective: str = "min_latency", *, trust_remote_code: bool = False) -> PackageRun:
@@ -59,8 +62,8 @@ def run_package(package: str | Path, objective: str = "min_latency", *, trust_re
     path = Path(package)
     spec = read_package(path)
     cand, entry = packaged_candidate(spec, objective)
-    feed = load_arrays(path / spec["samples"]["inputs"])
-    recorded = load_arrays(path / entry["outputs"])
+    feed = load_arrays(package_member(path, spec["samples"]["inputs"], "samples.inputs"))
+    recorded = load_arrays(package_member(path, entry["outputs"], f"engines.{objective}.outputs"))
     settings = BackendSettings(trust_remote_code=trust_remote_code)
     row, outputs = use_runner(cand, packaged_model(path, spec, entry), settings, lambda r: r.infer(feed))
     if outputs is not None:

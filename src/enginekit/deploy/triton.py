@@ -150,7 +150,7 @@ def _plan_engine(plan: Path, name: str) -> _Engine:
 
 
 def _package_engine(package: Path, s: TritonSettings) -> _Engine:
-    from enginekit.deploy.package import OBJECTIVES, read_package
+    from enginekit.deploy.package import OBJECTIVES, package_member, read_package
 
     spec = read_package(package)
     objective = s.objective or "min_latency"
@@ -159,9 +159,9 @@ def _package_engine(package: Path, s: TritonSettings) -> _Engine:
     entry = (spec.get("engines") or {}).get(objective)
     if not isinstance(entry, dict):
         raise InvalidArgumentError(f"Package '{package}' has no {objective} engine.")
-    model = package / str(spec.get("model") or "model.onnx")
+    model = package_member(package, spec.get("model"), "model")
     name = _safe_name(str(spec.get("name") or model.stem))
-    engine_file = package / entry["file"] if entry.get("file") else None
+    engine_file = package_member(package, entry["file"], f"engines.{objective}.file") if entry.get("file") else None
     backend, precision = str(entry.get("backend")), str(entry.get("precision") or "fp32")
     what = f"the packaged {objective} engine ({entry.get('candidate')})"
     if s.backend != "auto":

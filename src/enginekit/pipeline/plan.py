@@ -73,7 +73,8 @@ def plan_optimize(
     after an export only. ``backend``: the backend options; its precision plan, plan model and trust switch are
     set from ``precision_plan``, ``precision_plan_model`` (default for a PyTorch source: the ONNX this run
     exports) and ``trust_remote_code``. ``search_*``: the configuration search of a PyTorch source, which also
-    runs when ``backend.torch_device`` is ``cuda``. Raises InvalidArgumentError for bad options.
+    runs when ``backend.torch_device`` is ``cuda`` (then skipped with the reason when the inputs have no symbolic
+    batch dim). Raises InvalidArgumentError for bad options.
     """
     from enginekit.data import check_seed
     from enginekit.settings import BackendSettings, CompareSettings, OptimizeSettings
@@ -150,7 +151,7 @@ def _check_evaluation(dataset: Path | None, preprocess: Sequence[str], preproces
         raise InvalidArgumentError(f"--limit {limit}: must be >= 0.")
     if dataset is None and not example and (preprocess or preprocess_file is not None or limit or gates):
         raise InvalidArgumentError("--preprocess/--preprocess-file/--limit/--gate apply to --dataset.")
-    if (preprocess or preprocess_file is not None) and dataset is not None and not Path(dataset).is_dir():
+    if (preprocess or preprocess_file is not None) and (dataset is None or not Path(dataset).is_dir()):
         raise InvalidArgumentError("--preprocess/--preprocess-file apply to an image folder --dataset, not to an .npz "
                                    "(its arrays are the model inputs as they are).")
     base = load_preprocess_yaml(preprocess_file) if preprocess_file is not None else None
@@ -174,8 +175,8 @@ def plan_search(export: ExportSettings | None, backend: BackendSettings | None, 
             raise InvalidArgumentError("--search-batch/--search-candidate/--search-precision/--search-duration "
                                        "apply to PyTorch sources (file.py:factory, package.module:factory, .pt2).")
         return None
-    if not asked and (backend is None or backend.torch_device != "cuda"):
-        return None
+    if not asked:  # --torch-device cuda alone: search at the feed's batch when the model allows it
+        return SearchSettings(auto=True) if backend is not None and backend.torch_device == "cuda" else None
     if any(b < 1 for b in batches):
         raise InvalidArgumentError(f"--search-batch {','.join(map(str, batches))}: batch sizes must be >= 1.")
     for c in candidates:

@@ -228,7 +228,15 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
         from enginekit.pipeline.search import search_configurations, timing_of
 
         assert settings.search is not None and settings.export is not None
+        from enginekit.errors import InvalidArgumentError
+        from enginekit.pipeline.search import batch_inputs
+
         backend = replace(settings.backend, torch_inputs=settings.export.inputs)
+        if settings.search.auto:  # not asked for: a model without a batch axis is a skip, not a failure
+            try:
+                batch_inputs(backend.torch_inputs)
+            except InvalidArgumentError as exc:
+                raise StepSkipped(f"no configuration search: {exc.message}") from None
         feed = result.feed or source_feed(settings.export.inputs, settings.feeds)  # the export may have failed
         found = search_configurations(settings.export.source, feed, settings.search, backend,
                                       settings.compare, timing_of(settings.search, settings.timing))

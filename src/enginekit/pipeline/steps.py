@@ -147,6 +147,9 @@ class Pipeline:
                 res.status, res.reason = Status.STEP_SKIPPED, _skip_reason(exc)
             except (StepFailed, EnginekitError) as exc:
                 res.status, res.reason = Status.STEP_FAIL, str(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug in a step fails that step, with its type, never the run
+                log.debug("step %s failed", name, exc_info=True)
+                res.status, res.reason = Status.STEP_FAIL, f"unexpected {type(exc).__name__}: {exc}"
             res.duration_s = time.perf_counter() - t0
             if res.status == Status.STEP_FAIL and required:
                 self.stopped = True

@@ -47,6 +47,10 @@ def judge(results: Mapping[str, CandidateResult], scores: Mapping[str, np.ndarra
 
     ref_scores = scores.get(reference)
     if ref_scores is None:
+        if gates:  # never let gates look judged when they were not
+            from enginekit.errors import BackendError
+
+            raise BackendError(f"the gates were not evaluated: the reference {reference} produced no scores")
         return []
     ref_metrics = sample_metrics(ref_scores, labels, ref_scores)
     if labels is None:
@@ -67,8 +71,10 @@ def judge(results: Mapping[str, CandidateResult], scores: Mapping[str, np.ndarra
             intervals[name] = {"difference": d.estimate, "low": d.low, "high": d.high, "level": LEVEL}
         doc: dict[str, Any] = {**(cres.metrics or {}), **values, "samples": len(scores[label]),
                                "labels": labels is not None, "intervals": intervals}
-        if gates and label != reference:
-            judged = evaluate_gates(gates, cand, ref_metrics, resamples=RESAMPLES, seed=0, level=LEVEL)
+        # abs: gates judge the reference too (they do not depend on it); relative ones only the other rows
+        mine = [g for g in gates if label != reference or g.mode == "absolute"]
+        if mine:
+            judged = evaluate_gates(mine, cand, ref_metrics, resamples=RESAMPLES, seed=0, level=LEVEL)
             doc["gates"] = [r.to_dict() for r in judged]
             if not all_passed(judged) and cres.row.status == Status.OK:
                 bad = [r for r in judged if not r.passed]

@@ -67,7 +67,7 @@ def _export_args(e: ExportSettings) -> list[str]:
 
 
 def _search_args(search: SearchSettings | None) -> list[str]:
-    if search is None:
+    if search is None or search.auto:  # an automatic search comes back from --torch-device cuda itself
         return []
     args = ["--search-batch", ",".join(map(str, search.batches))] if search.batches else []
     args += [a for c in search.candidates for a in ("--search-candidate", c)]

@@ -55,7 +55,8 @@ def reproduce_script(command: Sequence[str], cwd: str | Path,
         "# Reproduces this enginekit run: the exact command, from the folder it ran in, through the same Python.",
         "set -euo pipefail",
         'HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"',
-        f'PY="${{PYTHON:-{shlex.quote(sys.executable)}}}"',
+        f"PY={shlex.quote(sys.executable)}",
+        'PY="${PYTHON:-$PY}"',
         f"cd {shlex.quote(str(cwd))}",
     ]
     if not checks:
@@ -64,6 +65,7 @@ def reproduce_script(command: Sequence[str], cwd: str | Path,
         while flag in args:
             i = args.index(flag)
             args = args[:i] + args[i + 2:]
+        args = [a for a in args if not a.startswith(flag + "=")]
     lines += ['NEW="$(mktemp -d)/report"', f'"$PY" -m enginekit {shlex.join(args)} --report "$NEW"',
               "# the rerun's outputs against the recorded ones, with the tolerance each output was judged by"]
     for name, tolerances in checks:
