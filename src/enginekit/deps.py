@@ -24,6 +24,7 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "paddle2onnx": ("paddle2onnx", None),
     "matplotlib": ("matplotlib", "plot"),
     "PIL": ("pillow", "images"),
+    "pycocotools": ("pycocotools", "metrics"),
     "yaml": ("pyyaml", "images"),
     "onnxscript": ("onnxscript", "torch"),
 }

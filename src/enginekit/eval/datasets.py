@@ -1,5 +1,9 @@
 """Evaluation datasets: an .npz holding one array per model input and an integer ``labels`` array.
 
+Label-free datasets (``load_dataset(..., require_labels=False)`` on an .npz without ``labels``) have
+``targets`` None: their metrics are the agreement with the reference's predictions. ``Dataset.labels`` stays an
+array (it raises FeedError for a label-free dataset); code that handles both reads ``Dataset.targets``.
+
 Image folders (``ROOT/CLASS_NAME/*.png``) load through :mod:`enginekit.eval.image_folder`.
 """
 
@@ -19,12 +23,26 @@ from enginekit.tensors import TensorSpec
 @dataclass(frozen=True)
 class Dataset:
     inputs: dict[str, np.ndarray]
-    labels: np.ndarray
+    targets: np.ndarray | None  # labels [N], label maps [N, H, W], ...; None: a label-free dataset
     source: str
     class_names: tuple[str, ...] | None = None  # label i is class_names[i] (an image folder's class folders)
 
+    @property
+    def has_labels(self) -> bool:
+        return self.targets is not None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The targets; FeedError for a label-free dataset (check ``has_labels`` or read ``targets``)."""
+        if self.targets is None:
+            raise FeedError(f"Dataset {self.source!r} has no labels; only agreement with the reference can be "
+                            "measured on it.")
+        return self.targets
+
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        if self.targets is not None:
+            return int(self.targets.shape[0])
+        return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         n = len(self)
@@ -33,10 +51,14 @@ class Dataset:
             yield {k: v[i : i + step] for k, v in self.inputs.items()}
 
 
-def load_dataset(path: str | Path, specs: Sequence[TensorSpec]) -> Dataset:
+def load_dataset(path: str | Path, specs: Sequence[TensorSpec], *, require_labels: bool = True) -> Dataset:
+    """The model inputs (by name) and ``labels`` of an .npz. Without a ``labels`` array: FeedError, or with
+    ``require_labels=False`` a label-free Dataset (``targets`` None) whose inputs share their sample count."""
     arrays = load_arrays(path)
     if "labels" not in arrays:
-        raise FeedError(f"Dataset {str(path)!r} has no 'labels' array (found: {', '.join(arrays) or 'nothing'}).")
+        if require_labels:
+            raise FeedError(f"Dataset {str(path)!r} has no 'labels' array (found: {', '.join(arrays) or 'nothing'}).")
+        return _label_free(path, arrays, specs)
     labels = arrays.pop("labels")
     names = [s.name for s in specs]
     missing = [n for n in names if n not in arrays]
@@ -51,11 +73,27 @@ def load_dataset(path: str | Path, specs: Sequence[TensorSpec]) -> Dataset:
     return Dataset(inputs, labels, str(path))
 
 
+def _label_free(path: str | Path, arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec]) -> Dataset:
+    names = [s.name for s in specs]
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise FeedError(f"Dataset {str(path)!r} lacks arrays for model inputs {', '.join(missing)} "
+                        f"(found: {', '.join(arrays) or 'nothing'}).")
+    inputs = {n: arrays[n] for n in names}
+    if not inputs:
+        raise FeedError(f"Dataset {str(path)!r}: the model has no inputs to feed.")
+    counts = {n: a.shape[0] if a.ndim else None for n, a in inputs.items()}
+    if None in counts.values() or len(set(counts.values())) != 1:
+        raise FeedError(f"Dataset {str(path)!r}: the input arrays must have the same number of samples along "
+                        f"axis 0, got {', '.join(f'{n}: {c}' for n, c in counts.items())}.")
+    return Dataset(inputs, None, str(path))
+
+
 def take(dataset: Dataset, limit: int | None) -> Dataset:
     """The first ``limit`` samples (None: all). Raises InvalidArgumentError for a limit below 1."""
     if limit is not None and limit < 1:
         raise InvalidArgumentError(f"The sample limit must be at least 1, got {limit}.")
     if limit is None or limit >= len(dataset):
         return dataset
-    return Dataset({k: v[:limit] for k, v in dataset.inputs.items()}, dataset.labels[:limit], dataset.source,
-                   dataset.class_names)
+    targets = None if dataset.targets is None else dataset.targets[:limit]
+    return Dataset({k: v[:limit] for k, v in dataset.inputs.items()}, targets, dataset.source, dataset.class_names)
