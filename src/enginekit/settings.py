@@ -161,6 +161,9 @@ class OptimizeSettings:
     preprocess_file: Path | None = None  # image folders: the same keys in a YAML file (options override it)
     limit: int = 0  # evaluate at most this many samples (0: all)
     gates: tuple[str, ...] = ()  # METRIC>=VALUE[pp|%] | METRIC>=abs:VALUE, against the reference (enginekit.eval.gates)
+    task: str = "classification"  # classification | segmentation | ctc: the metrics of the first output
+    threshold: float = 0.5  # segmentation: foreground above this probability (one-channel outputs)
+    ctc_blank: int = 0  # ctc: the blank index
     report_dir: Path = Path("enginekit-report")
     search: SearchSettings | None = None  # PyTorch sources: the configuration search (default with --torch-device cuda)
 

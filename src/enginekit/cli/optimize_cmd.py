@@ -110,6 +110,13 @@ def optimize(
         "--gate", help="A task-metric threshold against the reference, e.g. accuracy>=-0.5pp (points), "
         "accuracy>=-1%% (relative), top5_accuracy>=abs:0.9; a candidate that fails it fails (exit 1). Repeatable.",
         show_default=False)] = None,
+    task: Annotated[str, typer.Option("--task", help="What the first output is, for --dataset metrics: "
+                    "classification (accuracy, macro P/R, top-5), segmentation (mIoU, pixel accuracy) or ctc "
+                    "(sequence accuracy, edit distance, CER of greedily decoded text); without labels in the dataset, "
+                    "agreement with the reference's predictions.")] = "classification",
+    threshold: Annotated[float, typer.Option("--threshold", help="Segmentation: foreground above this probability "
+                         "(one-channel outputs).")] = 0.5,
+    ctc_blank: Annotated[int, typer.Option("--ctc-blank", help="CTC: the blank class index.")] = 0,
     package: Annotated[Path | None, typer.Option(
         "--package", help="Also write a package folder (new or empty): the source ONNX, the verified best engine "
         "per objective with its manifest, IO samples, the tables and a reproduce.sh that checks the outputs "
@@ -143,7 +150,8 @@ def optimize(
         search_precisions=common.split_multi(search_precision),
         search_duration=None if search_duration is None else common.parse_duration(search_duration,
                                                                                     "--search-duration"),
-        preprocess=preprocess or [], preprocess_file=preprocess_file, limit=limit, gates=gate or [],
+        preprocess=preprocess or [], preprocess_file=preprocess_file, limit=limit, gates=gate or [], task=task,
+        threshold=threshold, ctc_blank=ctc_blank,
     )
     # the tolerances are parsed after the model and build options, as always
     _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json, package)

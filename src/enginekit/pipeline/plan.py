@@ -65,6 +65,9 @@ def plan_optimize(
     preprocess_file: Path | None = None,
     limit: int = 0,
     gates: Sequence[str] = (),
+    task: str = "classification",
+    threshold: float = 0.5,
+    ctc_blank: int = 0,
 ) -> OptimizeSettings:
     """The settings of `enginekit optimize` for these options (the same names as the command's, as values).
 
@@ -94,6 +97,7 @@ def plan_optimize(
     search = plan_search(source.export, backend, search_batches, search_candidates, search_precisions,
                          search_duration)
     _check_evaluation(dataset, preprocess, preprocess_file, limit, gates, example=model is None)
+    _check_task(task, threshold, ctc_blank)
     return OptimizeSettings(
         search=search,
         builds=builds,
@@ -113,6 +117,9 @@ def plan_optimize(
         preprocess_file=preprocess_file,
         limit=limit,
         gates=tuple(gates),
+        task=task,
+        threshold=threshold,
+        ctc_blank=ctc_blank,
     )
 
 
@@ -157,6 +164,19 @@ def _check_evaluation(dataset: Path | None, preprocess: Sequence[str], preproces
     base = load_preprocess_yaml(preprocess_file) if preprocess_file is not None else None
     parse_preprocess_options(list(preprocess), base=base)
     parse_gates(list(gates))
+
+
+def _check_task(task: str, threshold: float, blank: int) -> None:
+    from enginekit.errors import did_you_mean
+    from enginekit.pipeline.task_metrics import TASKS
+
+    if task not in TASKS:
+        raise InvalidArgumentError(f"--task {task!r}: choose one of {', '.join(TASKS)}"
+                                   f"{did_you_mean(task, TASKS) or '.'}")
+    if not 0.0 < threshold < 1.0:
+        raise InvalidArgumentError(f"--threshold {threshold}: a probability strictly between 0 and 1.")
+    if blank < 0:
+        raise InvalidArgumentError(f"--ctc-blank {blank}: must be >= 0.")
 
 
 def plan_search(export: ExportSettings | None, backend: BackendSettings | None, batches: Sequence[int],

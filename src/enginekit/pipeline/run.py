@@ -181,7 +181,9 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
             if value is not None:
                 row.outputs, row.infer_s, cres.timing, scores = value
                 if scores is not None:
-                    cres.metrics = classification_metrics(scores, state["dataset"].labels).to_dict()
+                    ds = state["dataset"]
+                    if settings.task == "classification" and ds.has_labels:
+                        cres.metrics = classification_metrics(scores, ds.labels).to_dict()
                     state.setdefault("scores", {})[cand.label] = scores
             if row.status == Status.SKIPPED:
                 raise StepSkipped(row.reason)
@@ -212,10 +214,15 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
         if "scores" not in state:
             raise StepSkipped("no dataset was evaluated")
+        from enginekit.pipeline.task_metrics import Task
+
+        ds = state["dataset"]
+        task = Task(settings.task, settings.threshold, settings.ctc_blank)
         failed = judge({c.label: rows[c] for c in ordered if c in rows}, state["scores"], ref.label,
-                       state["dataset"].labels, parse_gates(list(settings.gates)))
-        n = len(state["dataset"])
-        step.reason = f"{n} samples; 95 % paired bootstrap intervals of each metric's difference from {ref.label}"
+                       ds.targets, parse_gates(list(settings.gates)), task)
+        what = "labels" if ds.has_labels else f"agreement with {ref.label}'s predictions (no labels)"
+        step.reason = (f"{settings.task} on {len(ds)} samples, against {what}; 95 % paired bootstrap intervals of "
+                       f"each metric's difference from {ref.label}")
         if settings.gates:
             step.reason += f"; gates {', '.join(settings.gates)}"
         if failed:
@@ -282,8 +289,8 @@ def _dataset(path: Path, inputs: list[Any], settings: OptimizeSettings) -> Datas
     from enginekit.eval.datasets import load_dataset, take
 
     limit = settings.limit or None
-    if not path.is_dir():
-        return take(load_dataset(path, inputs), limit)
+    if not path.is_dir():  # labels optional: without them the metrics are agreement with the reference
+        return take(load_dataset(path, inputs, require_labels=False), limit)
     from enginekit.eval.image_folder import load_image_folder
     from enginekit.eval.preprocess import load_preprocess_yaml, parse_preprocess_options
 

@@ -1,7 +1,10 @@
 """`optimize --dataset`: task metrics per candidate with confidence intervals against the reference, and gates.
 
-With labels, the classification metrics (accuracy, macro precision/recall, top-5 where there are more than 5
-classes); each candidate's value comes with a paired bootstrap interval of its difference from the reference
+``--task``: classification (accuracy, macro precision/recall, top-5 where there are more than 5 classes),
+segmentation (mIoU, pixel accuracy; a one-channel probability map is thresholded) or ctc (sequence accuracy,
+normalised edit distance, character error rate of greedily decoded outputs). Without labels the metrics are
+agreement with the reference's own predictions (top-1 agreement, mIoU vs its masks, its decoded text). Each
+candidate's value comes with a paired bootstrap interval of its difference from the reference
 (the same samples resampled on both sides, 1000 times, seeded). ``--gate`` thresholds
 (:mod:`enginekit.eval.gates`) are judged on the point estimate of that difference; a candidate that fails a gate
 becomes a FAILED row (not eligible as best engine, and the run exits 1), its interval says how sure that is.
@@ -10,6 +13,7 @@ becomes a FAILED row (not eligible as best engine, and the run exits 1), its int
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,23 +29,42 @@ RESAMPLES = 1000
 LEVEL = 0.95
 
 
-def sample_metrics(scores: np.ndarray, labels: np.ndarray | None,
-                   reference: np.ndarray | None) -> dict[str, SampleMetric]:
-    """Per-sample metrics: against the labels, or (without labels) agreement with the reference's predictions."""
+TASKS = ("classification", "segmentation", "ctc")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str = "classification"
+    threshold: float = 0.5  # segmentation: a one-channel probability map above it is foreground
+    blank: int = 0  # ctc: the blank index
+
+
+def sample_metrics(task: Task, scores: np.ndarray, labels: np.ndarray | None,
+                   reference: np.ndarray) -> dict[str, SampleMetric]:
+    """Per-sample metrics of one output: against the labels, or (without labels) against the reference's
+    predictions (agreement). The reference itself goes through the same call with itself as the target."""
+    if task.name == "segmentation":
+        from enginekit.eval.segmentation import predicted_masks, segmentation_sample_metrics
+
+        classes = int(scores.shape[1]) if scores.ndim == 4 and scores.shape[1] > 1 else 2
+        target = labels if labels is not None else predicted_masks(reference, task.threshold)
+        return segmentation_sample_metrics(scores, target, num_classes=classes, threshold=task.threshold)
+    if task.name == "ctc":
+        from enginekit.eval.ctc import ctc_sample_metrics
+
+        return ctc_sample_metrics(scores, labels if labels is not None else reference, task.blank)
     from enginekit.eval.agreement import agreement_sample_metrics
     from enginekit.eval.classification import classification_sample_metrics
 
     if labels is not None:
         return classification_sample_metrics(scores, labels)
-    assert reference is not None
     return agreement_sample_metrics(scores, reference)
 
 
 def judge(results: Mapping[str, CandidateResult], scores: Mapping[str, np.ndarray], reference: str,
-          labels: np.ndarray | None, gates: Sequence[Gate]) -> list[str]:
+          labels: np.ndarray | None, gates: Sequence[Gate], task: Task | None = None) -> list[str]:
     """Fill every scored candidate's ``metrics`` (values, intervals of the difference, gate results); a candidate
     failing a gate becomes FAILED. Returns the labels of the candidates that failed a gate."""
-    from enginekit.eval.agreement import reference_agreement
     from enginekit.eval.bootstrap import paired_bootstrap_ci
     from enginekit.eval.gates import all_passed, evaluate_gates
 
@@ -52,14 +75,13 @@ def judge(results: Mapping[str, CandidateResult], scores: Mapping[str, np.ndarra
 
             raise BackendError(f"the gates were not evaluated: the reference {reference} produced no scores")
         return []
-    ref_metrics = sample_metrics(ref_scores, labels, ref_scores)
-    if labels is None:
-        ref_metrics = reference_agreement(ref_metrics)
+    task = task or Task()
+    ref_metrics = sample_metrics(task, ref_scores, labels, ref_scores)
     failed = []
     for label, cres in results.items():
         if label not in scores:
             continue
-        cand = sample_metrics(scores[label], labels, ref_scores) if label != reference else ref_metrics
+        cand = sample_metrics(task, scores[label], labels, ref_scores) if label != reference else ref_metrics
         values: dict[str, Any] = {name: m.value() for name, m in cand.items()}
         intervals = {}
         for name, m in cand.items():

@@ -96,6 +96,9 @@ def optimize_command(s: OptimizeSettings) -> list[str]:
     cmd += ["--preprocess-file", str(s.preprocess_file)] if s.preprocess_file is not None else []
     cmd += ["--limit", str(s.limit)] if s.limit else []
     cmd += [a for g in s.gates for a in ("--gate", g)]
+    cmd += ["--task", s.task] if s.task != "classification" else []
+    cmd += ["--threshold", repr(s.threshold)] if s.threshold != 0.5 else []
+    cmd += ["--ctc-blank", str(s.ctc_blank)] if s.ctc_blank else []
     if s.export is None:
         cmd += _feed_args(s.feeds) + (["--target", s.builds[0].backend] if s.builds else [])
     cmd += _build_args(s)

@@ -1,0 +1,68 @@
+"""optimize --task segmentation|ctc on PaddleOCR's real v4 detector and recogniser, fed real text (scikit-image's
+scanned page), without labels: the metrics are agreement with the FP32 reference's own masks and decoded text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import _rapidocr_models, text_image_feed  # type: ignore[import-not-found]
+from enginekit.pipeline import optimize
+from enginekit.pipeline.plan import plan_optimize
+from enginekit.settings import TimingSettings
+
+FAST = TimingSettings(warmup_s=0.0, warmup_iterations=1, duration_s=0.01, iterations=3)
+
+
+def _optimize(model: Path, dataset: Path, tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from enginekit.compare import CompareSettings, Tolerances
+
+    settings = plan_optimize(model, backends=["ort", "ort:fp16"], dataset=dataset, report_dir=tmp_path / "rep",
+                             compare=CompareSettings(atol=Tolerances(0.05, default_given=True),
+                                                     rtol=Tolerances(0.05, default_given=True)), **kw)  # type: ignore[arg-type]
+    return optimize(replace(settings, timing=FAST))
+
+
+def test_detector_masks_agree_under_fp16(ocr_det_model: Path, tmp_path: Path) -> None:
+    page = text_image_feed()["x"]
+    data = tmp_path / "pages.npz"
+    np.savez(data, x=np.concatenate([page, page[..., ::-1]], axis=0))  # the page and its mirror image: no labels
+    result = _optimize(ocr_det_model, data, tmp_path, task="segmentation", threshold=0.3, gates=["miou>=abs:0.98"])
+    assert result.passed, [(s.name, s.reason) for s in result.steps if s.status != "OK"]
+    step = next(s for s in result.steps if s.name == "task metrics")
+    assert "agreement with ort" in step.reason and "segmentation on 2 samples" in step.reason
+    fp16 = next(c for c in result.candidates if c.row.label == "ort:fp16").metrics
+    ref = next(c for c in result.candidates if c.row.label == "ort").metrics
+    assert fp16 is not None and ref is not None
+    assert ref["miou"] == 1.0 and 0.98 <= fp16["miou"] < 1.0  # fp16 moves a few border pixels of the text masks
+    iv = fp16["intervals"]["miou"]
+    assert iv["low"] <= iv["difference"] < 0 and fp16["gates"][0]["passed"] is True
+
+
+def test_recogniser_text_agrees_under_fp16(tmp_path: Path) -> None:
+    from skimage import data, transform
+
+    models = _rapidocr_models()
+    if models is None:
+        pytest.fail("rapidocr-onnxruntime is a test dependency: run `make test` (it installs it).")
+    page = data.page().astype(np.float32) / 255.0
+    lines = []
+    for top in (14, 40, 66):  # three text lines of the scanned page, as PaddleOCR feeds its recogniser
+        line = page[top:top + 26, :]
+        width = min(320, int(round(line.shape[1] * 48 / line.shape[0])))
+        canvas = np.ones((48, 320), np.float32)
+        canvas[:, :width] = transform.resize(line, (48, width), anti_aliasing=True)
+        lines.append((np.repeat(canvas[None], 3, 0) - 0.5) / 0.5)
+    dataset = tmp_path / "lines.npz"
+    np.savez(dataset, x=np.stack(lines).astype(np.float32))
+    result = _optimize(models / "ch_PP-OCRv4_rec_infer.onnx", dataset, tmp_path, task="ctc",
+                       gates=["sequence_accuracy>=abs:0.66", "char_error_rate<=0.05"])
+    assert result.passed, [(s.name, s.reason) for s in result.steps if s.status != "OK"]
+    fp16 = next(c for c in result.candidates if c.row.label == "ort:fp16").metrics
+    assert fp16 is not None and fp16["samples"] == 3
+    assert {"sequence_accuracy", "normalized_edit_distance", "char_error_rate"} <= set(fp16)
+    assert [g["passed"] for g in fp16["gates"]] == [True, True]
