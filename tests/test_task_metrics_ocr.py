@@ -66,3 +66,21 @@ def test_recogniser_text_agrees_under_fp16(tmp_path: Path) -> None:
     assert fp16 is not None and fp16["samples"] == 3
     assert {"sequence_accuracy", "normalized_edit_distance", "char_error_rate"} <= set(fp16)
     assert [g["passed"] for g in fp16["gates"]] == [True, True]
+
+
+def test_a_postprocess_hook_feeds_the_metrics(ocr_det_model: Path, tmp_path: Path) -> None:
+    """The hook turns the detector's probability map into binary masks itself (as a user's decoder would)."""
+    hook = tmp_path / "decode.py"
+    hook.write_text("import numpy as np\n\ndef masks(outputs):\n"
+                    "    (prob,) = outputs.values()\n    return (prob[:, 0] > 0.3).astype(np.int64)\n")
+    page = text_image_feed()["x"]
+    data = tmp_path / "pages.npz"
+    np.savez(data, x=np.concatenate([page, page[..., ::-1]], axis=0))
+    result = _optimize(ocr_det_model, data, tmp_path, task="segmentation", postprocess=f"{hook}:masks")
+    assert result.passed
+    fp16 = next(c for c in result.candidates if c.row.label == "ort:fp16").metrics
+    assert fp16 is not None and 0.98 <= fp16["miou"] < 1.0
+    from enginekit.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="does not exist"):
+        plan_optimize(ocr_det_model, dataset=data, postprocess=f"{tmp_path}/nope.py:masks", report_dir=tmp_path / "x")

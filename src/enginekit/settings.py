@@ -164,6 +164,9 @@ class OptimizeSettings:
     task: str = "classification"  # classification | segmentation | ctc: the metrics of the first output
     threshold: float = 0.5  # segmentation: foreground above this probability (one-channel outputs)
     ctc_blank: int = 0  # ctc: the blank index
+    # FILE.py:FUNCTION (or module:FUNCTION) mapping one batch's outputs {name: array} to the task's predictions
+    # (an array with the samples on axis 0); default: the first output as it is
+    postprocess: str | None = None
     report_dir: Path = Path("enginekit-report")
     search: SearchSettings | None = None  # PyTorch sources: the configuration search (default with --torch-device cuda)
 

@@ -51,7 +51,7 @@ def test_optimize_settings_round_trip(case: str, tmp_path: Path, monkeypatch: py
                           seed=7, val_ranges=["x:-1.0,1.0"], allow_nonfinite=True, prepare=True,
                           dataset=Path("d.npz"), batch_size=4, compare=tight, report_dir=Path("rep"), limit=50,
                           gates=["accuracy>=-0.5pp", "top5_accuracy>=abs:0.9"], task="segmentation", threshold=0.3,
-                          ctc_blank=2,
+                          ctc_blank=2, postprocess="enginekit.examples.digits:onnx_path",
                           backend=BackendSettings(ort_providers=("cpu",)))
     elif case == "builds":
         s = plan_optimize("m.onnx", target="tensorrt-rtx", precisions=["fp32", "fp16"],

@@ -117,6 +117,10 @@ def optimize(
     threshold: Annotated[float, typer.Option("--threshold", help="Segmentation: foreground above this probability "
                          "(one-channel outputs).")] = 0.5,
     ctc_blank: Annotated[int, typer.Option("--ctc-blank", help="CTC: the blank class index.")] = 0,
+    postprocess: Annotated[str | None, typer.Option(
+        "--postprocess", metavar="FILE.py:FUNCTION", help="--dataset: a function mapping one batch's outputs "
+        "{name: array} to the task's predictions (samples on axis 0); it is imported and run. Default: the first "
+        "output as it is.", show_default=False)] = None,
     package: Annotated[Path | None, typer.Option(
         "--package", help="Also write a package folder (new or empty): the source ONNX, the verified best engine "
         "per objective with its manifest, IO samples, the tables and a reproduce.sh that checks the outputs "
@@ -151,7 +155,7 @@ def optimize(
         search_duration=None if search_duration is None else common.parse_duration(search_duration,
                                                                                     "--search-duration"),
         preprocess=preprocess or [], preprocess_file=preprocess_file, limit=limit, gates=gate or [], task=task,
-        threshold=threshold, ctc_blank=ctc_blank,
+        threshold=threshold, ctc_blank=ctc_blank, postprocess=postprocess,
     )
     # the tolerances are parsed after the model and build options, as always
     _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json, package)

@@ -68,6 +68,7 @@ def plan_optimize(
     task: str = "classification",
     threshold: float = 0.5,
     ctc_blank: int = 0,
+    postprocess: str | None = None,
 ) -> OptimizeSettings:
     """The settings of `enginekit optimize` for these options (the same names as the command's, as values).
 
@@ -98,6 +99,12 @@ def plan_optimize(
                          search_duration)
     _check_evaluation(dataset, preprocess, preprocess_file, limit, gates, example=model is None)
     _check_task(task, threshold, ctc_blank)
+    if postprocess is not None:
+        if dataset is None and model is not None:
+            raise InvalidArgumentError("--postprocess applies to --dataset.")
+        from enginekit.eval.hooks import load_postprocess
+
+        load_postprocess(postprocess)  # a missing file or function is a user error now
     return OptimizeSettings(
         search=search,
         builds=builds,
@@ -120,6 +127,7 @@ def plan_optimize(
         task=task,
         threshold=threshold,
         ctc_blank=ctc_blank,
+        postprocess=postprocess,
     )
 
 

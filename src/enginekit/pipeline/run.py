@@ -346,7 +346,14 @@ def _work(
     timing = time_callable(lambda: runner.infer_unchecked(feed), settings.timing).to_dict()
     scores = None
     if ds is not None:
-        first_out = runner.outputs()[0].name
         bs = batch_size(runner.inputs(), settings.batch_size)
-        scores = np.concatenate([runner.infer(b)[first_out] for b in ds.batches(bs)], axis=0)
+        if settings.postprocess:  # the user's function turns each batch's outputs into the task's predictions
+            from enginekit.eval.hooks import load_postprocess, run_postprocess
+
+            hook = load_postprocess(settings.postprocess)
+            scores = np.asarray(run_postprocess(hook, (runner.infer(b) for b in ds.batches(bs)),
+                                                settings.postprocess))
+        else:
+            first_out = runner.outputs()[0].name
+            scores = np.concatenate([runner.infer(b)[first_out] for b in ds.batches(bs)], axis=0)
     return outputs, infer_s, timing, scores
