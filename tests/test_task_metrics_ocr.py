@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import _rapidocr_models, text_image_feed
 
-from conftest import _rapidocr_models, text_image_feed  # type: ignore[import-not-found]
 from enginekit.pipeline import optimize
 from enginekit.pipeline.plan import plan_optimize
 from enginekit.settings import TimingSettings
