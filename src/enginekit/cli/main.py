@@ -57,6 +57,7 @@ def _register() -> None:
         package_cmd,
         prepare_cmd,
         run_cmd,
+        sweep_cmd,
         triton_cmd,
     )
 
@@ -74,6 +75,7 @@ def _register() -> None:
     app.command("optimize")(optimize_cmd.optimize)
     app.command("demo")(optimize_cmd.demo)
     app.command("package")(package_cmd.package)
+    app.command("sweep", help=sweep_cmd.HELP)(sweep_cmd.sweep)
     app.command("doctor")(doctor_cmd.doctor)
 
 
