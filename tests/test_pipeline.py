@@ -101,12 +101,13 @@ def test_backend_failures_are_rows_and_report_is_still_written(tmp_path: Path, c
 
 
 def test_required_step_failure_stops_backends_but_not_the_report(tmp_path: Path, mlp_model: Path) -> None:
-    bad = tmp_path / "no_labels.npz"
-    np.savez(bad, x=np.zeros((4, 4), np.float32))
+    # a dataset without the model's input (a dataset without labels is valid now: agreement metrics)
+    bad = tmp_path / "wrong_input.npz"
+    np.savez(bad, y=np.zeros((4, 4), np.float32), labels=np.zeros(4, np.int64))
     result = optimize(OptimizeSettings(model=mlp_model, backends=("ort",), dataset=bad, timing=FAST,
                                        report_dir=tmp_path / "r"))
     steps = _steps(result)
-    assert steps["feeds"] == "FAIL" and "labels" in result.steps[2].reason
+    assert steps["feeds"] == "FAIL" and "lacks arrays for model inputs x" in result.steps[2].reason
     assert steps["run ort"] == "SKIPPED"
     assert steps["report"] == "OK"
     assert result.exit_code == EXIT_CHECK_FAILED

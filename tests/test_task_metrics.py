@@ -79,3 +79,15 @@ def test_limit_applies_to_npz_datasets(tmp_path: Path) -> None:
 def test_bad_evaluation_options_are_user_errors(kw: dict[str, object], words: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match=words):
         plan_optimize("m.onnx", report_dir=tmp_path / "r", **kw)  # type: ignore[arg-type]
+
+
+def test_a_dataset_without_labels_is_judged_by_agreement(tmp_path: Path) -> None:
+    data = np.load(digits.test_data_path())
+    unlabeled = tmp_path / "digits_x.npz"
+    np.savez(unlabeled, x=data["x"][:64])
+    result = _run(tmp_path, dataset=unlabeled, gates=["top1_agreement>=abs:0.99"])
+    assert result.passed, [(s.name, s.reason) for s in result.steps]
+    ov = next(c for c in result.candidates if c.row.label == "openvino").metrics
+    assert ov is not None and ov["labels"] is False and ov["top1_agreement"] == 1.0
+    step = next(s for s in result.steps if s.name == "task metrics")
+    assert "agreement with ort" in step.reason
