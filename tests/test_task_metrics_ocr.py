@@ -84,3 +84,30 @@ def test_a_postprocess_hook_feeds_the_metrics(ocr_det_model: Path, tmp_path: Pat
 
     with pytest.raises(InvalidArgumentError, match="does not exist"):
         plan_optimize(ocr_det_model, dataset=data, postprocess=f"{tmp_path}/nope.py:masks", report_dir=tmp_path / "x")
+
+
+def test_detector_against_label_maps_from_a_mask_folder(ocr_det_model: Path, tmp_path: Path) -> None:
+    """--dataset IMAGES --masks MASKS: three crops of the scanned page with their ink as the text class."""
+    from PIL import Image
+    from skimage import data
+
+    page = data.page()
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i, (top, left) in enumerate(((0, 0), (64, 96), (95, 192))):
+        crop = page[top:top + 96, left:left + 192]
+        Image.fromarray(crop).save(images / f"p{i}.png")
+        Image.fromarray((crop < 100).astype(np.uint8)).save(masks / f"p{i}.png")
+    result = _optimize(ocr_det_model, images, tmp_path, task="segmentation", threshold=0.3, masks=masks,
+                       preprocess=["size=96,192", "color=rgb", "scale=0.00392156862745098", "mean=0.485,0.456,0.406",
+                                   "std=0.229,0.224,0.225"], gates=["miou>=-2pp"])
+    assert result.passed, [(s.name, s.reason) for s in result.steps if s.status != "OK"]
+    step = next(s for s in result.steps if s.name == "task metrics")
+    assert "against labels" in step.reason and "segmentation on 3 samples" in step.reason
+    ref = next(c for c in result.candidates if c.row.label == "ort").metrics
+    fp16 = next(c for c in result.candidates if c.row.label == "ort:fp16").metrics
+    assert ref is not None and fp16 is not None
+    assert 0.3 < ref["miou"] < 1.0 and abs(fp16["miou"] - ref["miou"]) < 0.02  # text regions vs ink: real labels
+    with pytest.raises(Exception, match="--masks pairs"):
+        plan_optimize(ocr_det_model, dataset=images, masks=masks, task="ctc", report_dir=tmp_path / "x")

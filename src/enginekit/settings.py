@@ -167,6 +167,7 @@ class OptimizeSettings:
     # FILE.py:FUNCTION (or module:FUNCTION) mapping one batch's outputs {name: array} to the task's predictions
     # (an array with the samples on axis 0); default: the first output as it is
     postprocess: str | None = None
+    masks: Path | None = None  # segmentation: label-map PNGs named like the images of the --dataset folder
     report_dir: Path = Path("enginekit-report")
     search: SearchSettings | None = None  # PyTorch sources: the configuration search (default with --torch-device cuda)
 

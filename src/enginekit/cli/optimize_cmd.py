@@ -117,6 +117,9 @@ def optimize(
     threshold: Annotated[float, typer.Option("--threshold", help="Segmentation: foreground above this probability "
                          "(one-channel outputs).")] = 0.5,
     ctc_blank: Annotated[int, typer.Option("--ctc-blank", help="CTC: the blank class index.")] = 0,
+    masks: Annotated[Path | None, typer.Option(
+        "--masks", help="--task segmentation with an image-folder --dataset: a folder of label-map PNGs named like "
+        "the images (resized nearest-neighbour to the model's size).", show_default=False)] = None,
     postprocess: Annotated[str | None, typer.Option(
         "--postprocess", metavar="FILE.py:FUNCTION", help="--dataset: a function mapping one batch's outputs "
         "{name: array} to the task's predictions (samples on axis 0); it is imported and run. Default: the first "
@@ -155,7 +158,7 @@ def optimize(
         search_duration=None if search_duration is None else common.parse_duration(search_duration,
                                                                                     "--search-duration"),
         preprocess=preprocess or [], preprocess_file=preprocess_file, limit=limit, gates=gate or [], task=task,
-        threshold=threshold, ctc_blank=ctc_blank, postprocess=postprocess,
+        threshold=threshold, ctc_blank=ctc_blank, postprocess=postprocess, masks=masks,
     )
     # the tolerances are parsed after the model and build options, as always
     _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json, package)

@@ -69,6 +69,7 @@ def plan_optimize(
     threshold: float = 0.5,
     ctc_blank: int = 0,
     postprocess: str | None = None,
+    masks: Path | None = None,
 ) -> OptimizeSettings:
     """The settings of `enginekit optimize` for these options (the same names as the command's, as values).
 
@@ -105,6 +106,8 @@ def plan_optimize(
         from enginekit.eval.hooks import load_postprocess
 
         load_postprocess(postprocess)  # a missing file or function is a user error now
+    if masks is not None and (task != "segmentation" or dataset is None or not Path(dataset).is_dir()):
+        raise InvalidArgumentError("--masks pairs label maps with an image-folder --dataset of --task segmentation.")
     return OptimizeSettings(
         search=search,
         builds=builds,
@@ -128,6 +131,7 @@ def plan_optimize(
         threshold=threshold,
         ctc_blank=ctc_blank,
         postprocess=postprocess,
+        masks=masks,
     )
 
 

@@ -296,6 +296,10 @@ def _dataset(path: Path, inputs: list[Any], settings: OptimizeSettings) -> Datas
 
     base = load_preprocess_yaml(settings.preprocess_file) if settings.preprocess_file is not None else None
     pre = parse_preprocess_options(list(settings.preprocess), base=base)
+    if settings.masks is not None:  # images + label maps with the same names (segmentation)
+        from enginekit.eval.segmentation import load_mask_folder
+
+        return load_mask_folder(path, settings.masks, inputs, pre, limit, progress=_progress)
     return load_image_folder(path, inputs, pre, limit, progress=_progress)
 
 
