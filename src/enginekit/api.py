@@ -14,7 +14,6 @@ importing this module costs little more than numpy.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -63,8 +62,6 @@ if TYPE_CHECKING:
     ToleranceLike: TypeAlias = float | str | Sequence[str] | Mapping[str, float] | Tolerances
 
 PACKAGE_FILE = "package.json"
-PACKAGE_FORMAT = "enginekit-package"
-PACKAGE_VERSION = 1
 DEFAULT_OBJECTIVE = "min_latency"
 # The backend that runs each model format when load() is given no backend.
 DEFAULT_BACKEND = {"onnx": "ort", "engine": "tensorrt", "torch": "torch", "aoti": "aoti", "paddle": "paddle"}
@@ -515,12 +512,11 @@ def _open(cand: Any, model: Path, source: Path, settings: BackendSettings, *,
 
 def _load_package(folder: Path, objective: str, settings: BackendSettings | None, trusted: bool) -> LoadedModel:
     """The engine of ``objective`` in a package folder (docs/PACKAGE.md), run as `optimize` verified it."""
+    from enginekit.deploy.package import read_package
     from enginekit.multirun import Candidate
 
-    doc = read_package_json(folder)
-    engines = doc.get("engines")
-    if not isinstance(engines, dict) or not engines:
-        raise ModelLoadError(f"{str(folder / PACKAGE_FILE)!r} lists no engines.")
+    doc = read_package(folder)
+    engines = doc["engines"]
     if objective not in engines:
         raise UnknownNameError(f"The package {str(folder)!r} has no engine for objective {objective!r}"
                                f"{did_you_mean(objective, list(engines))}",
@@ -541,22 +537,6 @@ def _load_package(folder: Path, objective: str, settings: BackendSettings | None
     # trust comes from the caller, never from the package's own file
     base = dataclasses.replace(base, trust_remote_code=trusted)
     return _open(cand, model, folder, cand.settings(base), package=doc, objective=objective)
-
-
-def read_package_json(folder: Path) -> dict[str, Any]:
-    """``package.json`` of a package folder, checked for its format and version (ModelLoadError otherwise)."""
-    path = folder / PACKAGE_FILE
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{str(path)!r} is not a readable package description: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != PACKAGE_FORMAT:
-        raise ModelLoadError(f"{str(path)!r} is not an enginekit package (format {PACKAGE_FORMAT!r}).")
-    version = doc.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > PACKAGE_VERSION or version < 1:
-        raise ModelLoadError(f"{str(path)!r} is package version {version!r}; this enginekit reads version "
-                             f"{PACKAGE_VERSION}.", hint="Upgrade enginekit to load newer packages.")
-    return doc
 
 
 def _package_member(folder: Path, rel: object, key: str) -> Path:

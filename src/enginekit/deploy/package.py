@@ -237,34 +237,39 @@ def package_script(engines: dict[str, Any]) -> str:
 
 
 def read_package(path: str | Path) -> dict[str, Any]:
-    """package.json of a package folder; InvalidArgumentError when the folder is not one."""
+    """package.json of a package folder, checked for what every reader needs: its format, a version this enginekit
+    reads, and engines. InvalidArgumentError when the folder holds no package.json, ModelLoadError when it is not a
+    readable package description. Readers check the further fields they use (:func:`require`)."""
     spec_path = Path(path) / "package.json"
     try:
-        spec = json.loads(spec_path.read_text())
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InvalidArgumentError(f"{str(path)!r} is not an enginekit package (no package.json).") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{str(spec_path)!r} is not readable: {exc}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{str(spec_path)!r} is not a readable package description: {exc}") from exc
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise InvalidArgumentError(f"{str(spec_path)!r} is not an enginekit package description.")
+        raise ModelLoadError(f"{str(spec_path)!r} is not an enginekit package (format {FORMAT!r}).")
     version = spec.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelLoadError(f"{str(spec_path)!r}: version {version!r} is not a package version.")
-    if version > VERSION:
-        raise InvalidArgumentError(f"{str(path)!r} was written by a newer enginekit (package version "
-                                   f"{version}); upgrade enginekit to read it.")
-    engines, samples = spec.get("engines"), spec.get("samples")
-    problems = [] if isinstance(spec.get("model"), str) else ["model"]
-    problems += [] if isinstance(samples, dict) and isinstance(samples.get("inputs"), str) else ["samples.inputs"]
-    if not isinstance(engines, dict) or not engines:
-        problems.append("engines")
-    else:
-        problems += [f"engines.{k}" for k, e in engines.items() if not isinstance(e, dict)
-                     or not isinstance(e.get("candidate"), str) or not isinstance(e.get("outputs"), str)
-                     or not isinstance(e.get("file"), str | type(None))]
-    if problems:
-        raise ModelLoadError(f"{str(spec_path)!r} is missing or has malformed fields: {', '.join(problems)}.")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1 or version > VERSION:
+        raise ModelLoadError(f"{str(spec_path)!r} is package version {version!r}; this enginekit reads version "
+                             f"{VERSION}.", hint="Upgrade enginekit to read newer packages.")
+    if not isinstance(spec.get("engines"), dict) or not spec["engines"]:
+        raise ModelLoadError(f"{str(spec_path)!r} lists no engines.")
     return spec
+
+
+def require(path: str | Path, spec: dict[str, Any], fields: list[str]) -> None:
+    """ModelLoadError naming every field (dotted, ``engines.NAME.KEY``) that is missing or not a string."""
+    def value(dotted: str) -> Any:
+        node: Any = spec
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    bad = [f for f in fields if not isinstance(value(f), str)]
+    if bad:
+        raise ModelLoadError(f"{str(Path(path) / 'package.json')!r} is missing or has malformed fields: "
+                             f"{', '.join(bad)}.")
 
 
 def package_member(folder: str | Path, rel: object, key: str) -> Path:

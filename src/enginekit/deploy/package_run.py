@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enginekit.deploy.package import OBJECTIVES, package_member, read_package
+from enginekit.deploy.package import OBJECTIVES, package_member, read_package, require
 from enginekit.errors import InvalidArgumentError
 from enginekit.multirun import BackendRow, Candidate, use_runner
 from enginekit.status import Status
@@ -43,6 +43,8 @@ def packaged_candidate(spec: dict[str, Any], objective: str) -> tuple[Candidate,
     entry = (spec.get("engines") or {}).get(objective)
     if not isinstance(entry, dict):
         raise InvalidArgumentError(f"The package has no {objective} engine.")
+    if not isinstance(entry.get("candidate"), str):
+        raise InvalidArgumentError(f"The package's {objective} engine names no candidate.")
     return Candidate.parse(str(entry["candidate"])), entry
 
 
@@ -62,6 +64,7 @@ def run_package(package: str | Path, objective: str = "min_latency", *, trust_re
     path = Path(package)
     spec = read_package(path)
     cand, entry = packaged_candidate(spec, objective)
+    require(path, spec, ["samples.inputs", f"engines.{objective}.outputs"])
     feed = load_arrays(package_member(path, spec["samples"]["inputs"], "samples.inputs"))
     recorded = load_arrays(package_member(path, entry["outputs"], f"engines.{objective}.outputs"))
     settings = BackendSettings(trust_remote_code=trust_remote_code)

@@ -60,12 +60,7 @@ def load_dataset(path: str | Path, specs: Sequence[TensorSpec], *, require_label
             raise FeedError(f"Dataset {str(path)!r} has no 'labels' array (found: {', '.join(arrays) or 'nothing'}).")
         return _label_free(path, arrays, specs)
     labels = arrays.pop("labels")
-    names = [s.name for s in specs]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise FeedError(f"Dataset {str(path)!r} lacks arrays for model inputs {', '.join(missing)} "
-                        f"(found: {', '.join(arrays) or 'nothing'}).")
-    inputs = {n: arrays[n] for n in names}
+    inputs = _model_inputs(path, arrays, specs)
     bad = [n for n, a in inputs.items() if a.shape[:1] != labels.shape[:1]]
     if bad:
         raise FeedError(f"Dataset {str(path)!r}: arrays {', '.join(bad)} do not have {labels.shape[0]} samples "
@@ -73,13 +68,19 @@ def load_dataset(path: str | Path, specs: Sequence[TensorSpec], *, require_label
     return Dataset(inputs, labels, str(path))
 
 
-def _label_free(path: str | Path, arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec]) -> Dataset:
+def _model_inputs(path: str | Path, arrays: dict[str, np.ndarray],
+                  specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """The dataset's array of every model input, by name; FeedError naming the missing ones."""
     names = [s.name for s in specs]
     missing = [n for n in names if n not in arrays]
     if missing:
         raise FeedError(f"Dataset {str(path)!r} lacks arrays for model inputs {', '.join(missing)} "
                         f"(found: {', '.join(arrays) or 'nothing'}).")
-    inputs = {n: arrays[n] for n in names}
+    return {n: arrays[n] for n in names}
+
+
+def _label_free(path: str | Path, arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec]) -> Dataset:
+    inputs = _model_inputs(path, arrays, specs)
     if not inputs:
         raise FeedError(f"Dataset {str(path)!r}: the model has no inputs to feed.")
     counts = {n: a.shape[0] if a.ndim else None for n, a in inputs.items()}

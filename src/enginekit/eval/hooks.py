@@ -14,7 +14,6 @@ and a ``SystemExit`` or an exception while importing or calling it becomes a use
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -44,30 +43,15 @@ def _user_code(text: str, action: str) -> Iterator[None]:
 
 
 def _import_file(path: Path, text: str) -> Any:
-    if not path.is_file():
-        raise InvalidArgumentError(f"Post-processing hook file {str(path)!r} does not exist.", hint=_HINT)
-    name = f"enginekit_user_hook_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise InvalidArgumentError(f"Cannot load {str(path)!r} as a Python module.", hint=_HINT)
-    module = importlib.util.module_from_spec(spec)
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
+    """The hook's file, imported as a ``file.py:factory`` model source is (sources.torch_load); its failures are
+    this hook's user errors."""
+    from enginekit.errors import ModelLoadError
+    from enginekit.sources.torch_load import import_python_file
+
     try:
-        sys.modules[name] = module
-        with _user_code(text, "Importing"):
-            spec.loader.exec_module(module)
-    except InvalidArgumentError:
-        sys.modules.pop(name, None)
-        raise
-    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
-        sys.modules.pop(name, None)
-        raise InvalidArgumentError(f"Importing post-processing hook {str(path)!r} failed: "
-                                   f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        if sys.path and sys.path[0] == folder:
-            sys.path.pop(0)
-    return module
+        return import_python_file(path, "enginekit_user_hook")
+    except ModelLoadError as exc:
+        raise InvalidArgumentError(f"Post-processing hook {text!r}: {exc.message}", hint=_HINT) from None
 
 
 def load_postprocess(text: str) -> PostProcess:

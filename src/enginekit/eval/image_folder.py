@@ -54,6 +54,18 @@ def _round_robin(samples: list[tuple[Path, int]], limit: int) -> list[tuple[Path
     return [samples[i] for i in chosen]
 
 
+def image_input(specs: Sequence[TensorSpec], preprocess: Preprocess, limit: int | None,
+                what: str) -> tuple[TensorSpec, Preprocess]:
+    """The model's one image input and the preprocessing completed for it; FeedError for another input count,
+    InvalidArgumentError for a limit below 1."""
+    if len(specs) != 1:
+        names = ", ".join(s.name for s in specs) or "none"
+        raise FeedError(f"{what} feeds models with one input; this model has {len(specs)} ({names}).")
+    if limit is not None and limit < 1:
+        raise InvalidArgumentError(f"The sample limit must be at least 1, got {limit}.")
+    return specs[0], resolve_for_input(preprocess, specs[0])
+
+
 def load_image_folder(
     root: str | Path,
     specs: Sequence[TensorSpec],
@@ -67,13 +79,7 @@ def load_image_folder(
     ``progress(done, total)`` is called after every image. Raises FeedError for a model without exactly one
     input, an unusable folder or image, images of different sizes without ``size``.
     """
-    if len(specs) != 1:
-        names = ", ".join(s.name for s in specs) or "none"
-        raise FeedError(f"An image folder feeds models with one input; this model has {len(specs)} ({names}).")
-    if limit is not None and limit < 1:
-        raise InvalidArgumentError(f"The sample limit must be at least 1, got {limit}.")
-    spec = specs[0]
-    pre = resolve_for_input(preprocess, spec)
+    spec, pre = image_input(specs, preprocess, limit, "An image folder")
     classes, samples = scan_image_folder(root)
     if limit is not None and limit < len(samples):
         samples = _round_robin(samples, limit)

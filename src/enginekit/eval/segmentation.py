@@ -37,7 +37,7 @@ from enginekit.errors import FeedError, InvalidArgumentError
 from enginekit.eval.bootstrap import SampleMetric
 from enginekit.eval.datasets import Dataset
 from enginekit.eval.image_folder import IMAGE_SUFFIXES
-from enginekit.eval.preprocess import Preprocess, _pillow, load_image, resolve_for_input
+from enginekit.eval.preprocess import Preprocess, _pillow, load_image
 from enginekit.tensors import TensorSpec
 
 Progress = Callable[[int, int], None]  # (images done, images to load)
@@ -201,13 +201,9 @@ def load_mask_folder(
     Raises FeedError for a model without exactly one input, an image without a mask, unreadable files, or masks
     whose size differs from the images' (after resizing).
     """
-    if len(specs) != 1:
-        names = ", ".join(s.name for s in specs) or "none"
-        raise FeedError(f"A mask dataset feeds models with one input; this model has {len(specs)} ({names}).")
-    if limit is not None and limit < 1:
-        raise InvalidArgumentError(f"The sample limit must be at least 1, got {limit}.")
-    spec = specs[0]
-    pre = resolve_for_input(preprocess, spec)
+    from enginekit.eval.image_folder import image_input
+
+    spec, pre = image_input(specs, preprocess, limit, "A mask dataset")
     image_files = _images_by_stem(Path(images), "Images", IMAGE_SUFFIXES)
     mask_files = _images_by_stem(Path(masks), "Masks", IMAGE_SUFFIXES)
     if not image_files:

@@ -118,6 +118,10 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
             bs = batch_size(state["inputs"], settings.batch_size)
             state["batch_size"] = bs
             result.feed = next(ds.batches(bs))  # compare on the first batch of real data
+            if settings.postprocess:  # imported once, called by every candidate
+                from enginekit.eval.hooks import load_postprocess
+
+                state["hook"] = load_postprocess(settings.postprocess)
             from enginekit.data import check_feed, check_finite
 
             check_feed(state["inputs"], result.feed, where=f"dataset {dpath}")
@@ -174,7 +178,8 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
                 model = Path(settings.export.source)
                 backend_settings = replace(settings.backend, torch_inputs=settings.export.inputs)
             row, value = use_runner(
-                cand, model, backend_settings, lambda r: _work(r, result.feed, settings, state.get("dataset"))
+                cand, model, backend_settings,
+                lambda r: _work(r, result.feed, settings, state.get("dataset"), state.get("hook")),
             )
             cres = CandidateResult(row)
             rows[cand] = cres
@@ -339,7 +344,8 @@ def fill_speedups(results: Sequence[CandidateResult], ref_res: CandidateResult, 
 
 
 def _work(
-    runner: Runner, feed: dict[str, np.ndarray], settings: OptimizeSettings, ds: Dataset | None
+    runner: Runner, feed: dict[str, np.ndarray], settings: OptimizeSettings, ds: Dataset | None,
+    hook: Any = None,
 ) -> tuple[dict[str, np.ndarray], float, dict[str, Any], np.ndarray | None]:
     """Run the comparison feed, time it, and score the dataset (first output = class scores)."""
     from enginekit.bench.timing import time_callable
@@ -351,10 +357,10 @@ def _work(
     scores = None
     if ds is not None:
         bs = batch_size(runner.inputs(), settings.batch_size)
-        if settings.postprocess:  # the user's function turns each batch's outputs into the task's predictions
-            from enginekit.eval.hooks import load_postprocess, run_postprocess
+        if hook is not None:  # the user's function turns each batch's outputs into the task's predictions
+            from enginekit.eval.hooks import run_postprocess
 
-            hook = load_postprocess(settings.postprocess)
+            assert settings.postprocess is not None
             scores = np.asarray(run_postprocess(hook, (runner.infer(b) for b in ds.batches(bs)),
                                                 settings.postprocess))
         else:

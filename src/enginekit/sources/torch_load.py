@@ -111,25 +111,31 @@ def _import_factory_module(src: Source) -> Any:
                 f"Cannot import module {module_name!r} for {src.text!r}: {exc}",
                 hint="Check the module path and that its package is installed or on PYTHONPATH.",
             ) from exc
-    if not src.path.is_file():
-        raise ModelLoadError(f"Python file {str(src.path)!r} does not exist.")
-    name = f"enginekit_user_model_{abs(hash(str(src.path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, src.path)
+    return import_python_file(src.path)
+
+
+def import_python_file(path: Path, prefix: str = "enginekit_user_model") -> Any:
+    """Import the user's ``file.py`` (its folder first on ``sys.path`` meanwhile, so it can import its neighbours;
+    under :func:`user_code`). ModelLoadError for a missing file, a SystemExit or an exception while importing."""
+    if not path.is_file():
+        raise ModelLoadError(f"Python file {str(path)!r} does not exist.")
+    name = f"{prefix}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ModelLoadError(f"Cannot load {str(src.path)!r} as a Python module.")
+        raise ModelLoadError(f"Cannot load {str(path)!r} as a Python module.")
     module = importlib.util.module_from_spec(spec)
-    folder = str(src.path.resolve().parent)
+    folder = str(path.resolve().parent)
     sys.path.insert(0, folder)  # let the file import its neighbours
     try:
         sys.modules[name] = module
-        with user_code(str(src.path), "Importing"):
+        with user_code(str(path), "Importing"):
             spec.loader.exec_module(module)
     except ModelLoadError:
         sys.modules.pop(name, None)
         raise
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
         sys.modules.pop(name, None)
-        raise ModelLoadError(f"Importing {str(src.path)!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(f"Importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         if sys.path and sys.path[0] == folder:
             sys.path.pop(0)
