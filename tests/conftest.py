@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +173,82 @@ def text_feed() -> dict[str, np.ndarray]:
 def text_image():  # type: ignore[no-untyped-def]
     """:func:`text_image_feed` itself, to crop the page to other sizes: ``text_image(64, 128)``."""
     return text_image_feed
+
+# --- a real detection dataset: scikit-image's scanned page, COCO annotations, a decoder for PaddleOCR's detector --
+
+
+@dataclass(frozen=True)
+class CocoPages:
+    """The page at 1x, 1.5x and 0.75x (``images/page{1,2,3}.png``), its 7 text lines as COCO boxes in each image's
+    own pixels (``annotations``), and a hook file whose ``boxes`` function decodes PaddleOCR's DB detector output
+    into boxes in model-input pixels (``hook``).
+
+    The annotations come from classical document analysis, independent of any model: Sauvola binarisation, rows
+    with ink grouped into lines, each line's box spanning its ink. The hook takes the connected regions of the
+    probability map above 0.3, grown by 1 px, scored by their mean probability.
+    """
+
+    images: Path
+    annotations: Path
+    hook: Path
+
+
+COCO_HOOK = '''import numpy as np
+from scipy import ndimage
+
+
+def boxes(outputs):
+    (prob,) = outputs.values()
+    out = []
+    for p in prob[:, 0]:
+        regions, _ = ndimage.label(p > 0.3)
+        found, scores = [], []
+        for i, sl in enumerate(ndimage.find_objects(regions), start=1):
+            y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+            if (x1 - x0) * (y1 - y0) >= 16:
+                found.append([x0 - 1, y0 - 1, x1 + 1, y1 + 1])
+                scores.append(float(p[sl][regions[sl] == i].mean()))
+        out.append({"boxes": np.reshape(found, (-1, 4)), "scores": np.asarray(scores),
+                    "labels": np.ones(len(scores), dtype=np.int64)})
+    return out
+'''
+
+
+def _text_lines(page: np.ndarray) -> list[list[int]]:
+    from scipy import ndimage
+    from skimage import filters
+
+    ink = ndimage.binary_opening(page < filters.threshold_sauvola(page, window_size=25, k=0.2))
+    bands, _ = ndimage.label(ink.sum(axis=1) > 3)
+    lines = []
+    for (rows,) in ndimage.find_objects(bands):
+        cols = np.nonzero(ink[rows].sum(axis=0))[0]
+        lines.append([int(cols[0]), rows.start, int(cols[-1]) + 1 - int(cols[0]), rows.stop - rows.start])
+    return lines
+
+
+@pytest.fixture(scope="session")
+def coco_pages(tmp_path_factory: pytest.TempPathFactory) -> CocoPages:
+    """(images folder, COCO JSON, hook file): the page at 1x, 1.5x and 0.75x, its 7 text lines scaled along."""
+    from PIL import Image
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("coco")
+    images = root / "images"
+    images.mkdir()
+    page = data.page()
+    lines = _text_lines(page)
+    assert len(lines) == 7  # a title, five lines of text, one of code
+    entries, anns = [], []
+    for i, f in enumerate((1.0, 1.5, 0.75), start=1):
+        im = Image.fromarray(page)
+        if f != 1.0:
+            im = im.resize((round(page.shape[1] * f), round(page.shape[0] * f)), Image.Resampling.BICUBIC)
+        im.save(images / f"page{i}.png")
+        entries.append({"id": i, "file_name": f"page{i}.png", "width": im.width, "height": im.height})
+        anns += [{"image_id": i, "category_id": 1, "bbox": [v * f for v in box]} for box in lines]
+    coco = root / "instances.json"
+    coco.write_text(json.dumps({"images": entries, "annotations": anns, "categories": [{"id": 1, "name": "text"}]}))
+    hook = root / "decode.py"
+    hook.write_text(COCO_HOOK)
+    return CocoPages(images, coco, hook)

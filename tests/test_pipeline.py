@@ -50,7 +50,7 @@ def test_demo_pipeline_on_bundled_example(tmp_path: Path) -> None:
     assert doc["passed"] is True and doc["dataset"].endswith("digits_test.npz")
     assert {r["backend"] for r in doc["results"]} == {"ort", "openvino", "openvino:bf16"}
     md = (tmp_path / "r/report.md").read_text()
-    assert "| ort | fp32 | ok |" in md and "macro precision" in md
+    assert "| ort | fp32 | ok |" in md and "| speed-up | accuracy | macro P | macro R | max abs err |" in md
     script = (tmp_path / "r/reproduce.sh").read_text()
     assert "enginekit optimize --backend ort --backend openvino --backend openvino:bf16" in script
 

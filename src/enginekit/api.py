@@ -14,7 +14,7 @@ importing this module costs little more than numpy.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -331,6 +331,7 @@ def optimize(
     model_or_settings: PathLike | OptimizeSettings | None = None,
     *,
     command: Sequence[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     **options: Any,
 ) -> OptimizeResult:
     """`enginekit optimize [MODEL]`: every available backend and precision, compared, timed, evaluated, reported.
@@ -339,6 +340,7 @@ def optimize(
     keywords, as :func:`enginekit.pipeline.plan_optimize` takes them (``inputs=["x:4x3x224x224"]``,
     ``backends=["ort", "openvino"]``, ``target="tensorrt"``, ``report_dir=Path("report")``, ...). Writes the
     report folder and returns the OptimizeResult (``.passed``, ``.candidates``, ``.steps``, ``.to_dict()``).
+    ``progress(what, done, total)`` follows a dataset: "reading images", then "scoring LABEL" per candidate.
     """
     from enginekit.pipeline import optimize as run_optimize
     from enginekit.pipeline import plan_optimize
@@ -348,7 +350,7 @@ def optimize(
         if options:
             raise InvalidArgumentError(f"optimize(): give an OptimizeSettings alone, or a model and its options "
                                        f"(got {', '.join(sorted(options))} too).")
-        return run_optimize(model_or_settings, command)
+        return run_optimize(model_or_settings, command, progress)
     import inspect as _inspect
 
     params = {n: p for n, p in _inspect.signature(plan_optimize).parameters.items() if n != "model"}
@@ -366,7 +368,7 @@ def optimize(
             raise InvalidArgumentError(f"optimize(): {name} must be a {cls.__name__}, not "
                                        f"{type(options[name]).__name__} (backends=[...] lists the backends).")
     model = None if model_or_settings is None else _path(model_or_settings, "model")
-    return run_optimize(plan_optimize(model, **options), command)
+    return run_optimize(plan_optimize(model, **options), command, progress)
 
 
 # load --------------------------------------------------------------------------------------------------------

@@ -155,19 +155,23 @@ class OptimizeSettings:
     compare: CompareSettings = field(default_factory=CompareSettings)
     timing: TimingSettings = field(default_factory=TimingSettings)
     builds: tuple[BuildSettings, ...] = ()  # TensorRT engines to build from the model (one candidate each)
-    dataset: Path | None = None  # .npz with model inputs and "labels", or an ImageFolder (ROOT/CLASS/*.png)
+    # .npz with model inputs (and "labels"), an ImageFolder (ROOT/CLASS/*.png), or (other tasks) a folder of images
+    dataset: Path | None = None
     batch_size: int = 0  # dataset batch size; 0: whole dataset at once when the model allows it
     preprocess: tuple[str, ...] = ()  # image folders: KEY=VALUE (size, mean, std, scale, layout, ...)
     preprocess_file: Path | None = None  # image folders: the same keys in a YAML file (options override it)
     limit: int = 0  # evaluate at most this many samples (0: all)
     gates: tuple[str, ...] = ()  # METRIC>=VALUE[pp|%] | METRIC>=abs:VALUE, against the reference (enginekit.eval.gates)
-    task: str = "classification"  # classification | segmentation | ctc: the metrics of the first output
-    threshold: float = 0.5  # segmentation: foreground above this probability (one-channel outputs)
+    task: str = "classification"  # classification | segmentation | ctc | detection: the metrics of the predictions
+    # segmentation: foreground above this probability (one-channel outputs); detection without labels: the
+    # reference's detections scoring at least this are the ground truth
+    threshold: float = 0.5
     ctc_blank: int = 0  # ctc: the blank index
     # FILE.py:FUNCTION (or module:FUNCTION) mapping one batch's outputs {name: array} to the task's predictions
     # (an array with the samples on axis 0); default: the first output as it is
     postprocess: str | None = None
     masks: Path | None = None  # segmentation: label-map PNGs named like the images of the --dataset folder
+    annotations: Path | None = None  # detection: a COCO JSON naming the images of the --dataset folder
     report_dir: Path = Path("enginekit-report")
     search: SearchSettings | None = None  # PyTorch sources: the configuration search (default with --torch-device cuda)
 

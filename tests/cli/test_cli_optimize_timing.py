@@ -15,7 +15,7 @@ from enginekit.pipeline.run import fill_speedups
 from enginekit.pipeline.steps import CandidateResult, OptimizeResult
 
 
-def _fake_optimize(settings: Any, command: Any = None) -> OptimizeResult:
+def _fake_optimize(settings: Any, command: Any = None, progress: Any = None) -> OptimizeResult:
     ref = CandidateResult(BackendRow("ort", "fp32", "ok"),
                           timing=TimingStats.from_samples([0.010] * 20, warmup_runs=0).to_dict())
     ref.row.is_reference = True

@@ -159,9 +159,15 @@ def test_every_candidate_row_with_errors_latency_and_metrics(demo_doc: Doc) -> N
             (out,) = r["outputs"].values()
             assert cells["max abs err"][0] == fmt(out["max_abs_err"]) and cells["atol"][0] == fmt(out["atol"])
             assert cells["max rel err"][0] == fmt(out["max_rel_err"]) and cells["rtol"][0] == fmt(out["rtol"])
-            assert cells["accuracy"][0] == fmt(r["metrics"]["accuracy"])
-            assert cells["macro precision"][0] == fmt(r["metrics"]["macro_precision"])
-            assert cells["macro recall"][0] == fmt(r["metrics"]["macro_recall"])
+            for header, name in (("accuracy", "accuracy"), ("macro P", "macro_precision"),
+                                 ("macro R", "macro_recall")):
+                text = cells[header][0]
+                assert text.split(" ")[0] == fmt(r["metrics"][name])  # the value, then its difference if any
+                iv = (r["metrics"].get("intervals") or {}).get(name)
+                if iv is None:
+                    assert text == fmt(r["metrics"][name])
+                else:
+                    assert text.endswith(f"(Δ {iv['difference']:+.4g} [{iv['low']:+.4g}, {iv['high']:+.4g}])")
         else:
             assert cells["reason"][0] == r["reason"]
     assert '<span class="verdict good">PASSED</span>' in page

@@ -39,7 +39,7 @@ def _same(a: OptimizeSettings, b: OptimizeSettings) -> None:
 MODELS = Path(__file__).parents[1] / "backends" / "torch_models.py"
 
 
-@pytest.mark.parametrize("case", ["onnx", "builds", "export", "search"])
+@pytest.mark.parametrize("case", ["onnx", "builds", "export", "search", "detection", "masks"])
 def test_optimize_settings_round_trip(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     plan = tmp_path / "plan.json"
@@ -61,6 +61,15 @@ def test_optimize_settings_round_trip(case: str, tmp_path: Path, monkeypatch: py
         s = plan_optimize(f"{MODELS}:convnet", inputs=["x:batch,3,16,16"], dynamic=[], exporter="dynamo",
                           opset="18", seed=3, val_ranges=["0.0,1.0"], prepare=False, backends=["torch", "ort"],
                           trust_remote_code=True, report_dir=Path("rep"))
+    elif case in ("detection", "masks"):
+        (tmp_path / "images").mkdir()
+        (tmp_path / "masks").mkdir()
+        (tmp_path / "coco.json").write_text('{"images": []}')
+        labels = {"annotations": Path("coco.json")} if case == "detection" else {"masks": Path("masks")}
+        s = plan_optimize("m.onnx", dataset=Path("images"), task="segmentation" if case == "masks" else case,
+                          threshold=0.25, postprocess="enginekit.examples.digits:onnx_path", limit=3,
+                          preprocess=["size=32,48", "mean=0.5"], gates=["map50>=-2pp"], report_dir=Path("rep"),
+                          **labels)  # type: ignore[arg-type]
     else:
         s = plan_optimize(f"{MODELS}:convnet", inputs=["x:batch,3,16,16"], report_dir=Path("rep"),
                           backend=BackendSettings(torch_device="cpu"), search_batches=[1, 8],

@@ -139,3 +139,28 @@ def test_the_command_prints_the_matrix_and_exits_with_the_verdict(tmp_path: Path
     assert doc["kind"] == "sweep" and doc["counts"]["passed"] == 1 and doc["out"] == str(tmp_path / "o")
     res = CliRunner().invoke(app, ["sweep", str(path)])  # resumed: nothing runs again
     assert res.exit_code == 0 and "0 run, 1 resumed" in res.stdout and "digits" in res.stdout
+
+
+def test_a_detection_sweep_scores_boxes_against_coco_annotations(tmp_path: Path, ocr_det_model: Path,
+                                                                  coco_pages: Any) -> None:
+    """task detection with annotations (relative to the sweep file) and a decoding hook: mAP per job."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(coco_pages.images, data / "images")
+    shutil.copy(coco_pages.annotations, data / "instances.json")
+    model = {"name": "ocr-det", "model": str(ocr_det_model), "dataset": "data/images", "task": "detection",
+             "annotations": "data/instances.json", "postprocess": f"{coco_pages.hook}:boxes",
+             "preprocess": ["size=192,384", "mean=0.485,0.456,0.406", "std=0.229,0.224,0.225"],
+             "gates": ["map50>=-2pp"]}
+    sweep = write_sweep(tmp_path / "sweep.yaml", {"timing": FAST, "backends": ["ort", "ort:fp16"], "atol": 0.05,
+                                                 "rtol": 0.05, "models": [model]})
+    spec = load_sweep(sweep)
+    assert spec.jobs[0].annotations == str(data / "instances.json")
+    result = run_sweep(spec, tmp_path / "out")
+    assert result.passed, [(r["id"], r["status"], r["reason"]) for r in result.results]
+    rows = {r["label"]: r for r in result.results[0]["rows"]}
+    assert rows["ort"]["metrics"]["map50"] == pytest.approx(1.0)
+    assert abs(rows["ort:fp16"]["metrics"]["map"] - rows["ort"]["metrics"]["map"]) < 0.02
+    with pytest.raises(InvalidArgumentError, match=r"annotations: .*no such file"):
+        load_sweep(write_sweep(tmp_path / "bad.yaml", {"models": [{**model, "annotations": "nope.json"}]}))

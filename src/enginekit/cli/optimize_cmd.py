@@ -37,9 +37,10 @@ def optimize(
                        show_default=False)] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Reference candidate (default ort).",
                          show_default=False)] = None,
-    dataset: Annotated[Path | None, typer.Option("--dataset", help=".npz with one array per model input and "
-                       "integer 'labels'; adds accuracy, macro precision and macro recall.",
-                       show_default=False)] = None,
+    dataset: Annotated[Path | None, typer.Option("--dataset", help="Data for task metrics: an .npz with one array "
+                       "per model input (and integer 'labels'), an ImageFolder (FOLDER/CLASS/*.png) for "
+                       "classification, or a folder of images for the other tasks (with --masks or --annotations "
+                       "as labels); without labels, agreement with the reference.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Dataset batch size (0: all at once when the "
                           "batch dim is dynamic).")] = 0,
     inputs: InputOpt = None,
@@ -111,19 +112,26 @@ def optimize(
         "accuracy>=-1%% (relative), top5_accuracy>=abs:0.9; a candidate that fails it fails (exit 1). Repeatable.",
         show_default=False)] = None,
     task: Annotated[str, typer.Option("--task", help="What the first output is, for --dataset metrics: "
-                    "classification (accuracy, macro P/R, top-5), segmentation (mIoU, pixel accuracy) or ctc "
-                    "(sequence accuracy, edit distance, CER of greedily decoded text); without labels in the dataset, "
-                    "agreement with the reference's predictions.")] = "classification",
+                    "classification (accuracy, macro P/R, top-5), segmentation (mIoU, pixel accuracy), ctc "
+                    "(sequence accuracy, edit distance, CER of greedily decoded text) or detection (COCO mAP@[.5:.95] "
+                    "and mAP@.5 by pycocotools; needs --postprocess); without labels in the dataset, agreement with "
+                    "the reference's predictions.")] = "classification",
     threshold: Annotated[float, typer.Option("--threshold", help="Segmentation: foreground above this probability "
-                         "(one-channel outputs).")] = 0.5,
+                         "(one-channel outputs). Detection without labels: the reference's detections scoring at "
+                         "least this are the ground truth.")] = 0.5,
     ctc_blank: Annotated[int, typer.Option("--ctc-blank", help="CTC: the blank class index.")] = 0,
     masks: Annotated[Path | None, typer.Option(
         "--masks", help="--task segmentation with an image-folder --dataset: a folder of label-map PNGs named like "
         "the images (resized nearest-neighbour to the model's size).", show_default=False)] = None,
+    annotations: Annotated[Path | None, typer.Option(
+        "--annotations", help="--task detection with an image-folder --dataset: a COCO JSON (images with file_name "
+        "relative to the folder, annotations with bbox x,y,w,h in original pixels, categories).",
+        show_default=False)] = None,
     postprocess: Annotated[str | None, typer.Option(
         "--postprocess", metavar="FILE.py:FUNCTION", help="--dataset: a function mapping one batch's outputs "
-        "{name: array} to the task's predictions (samples on axis 0); it is imported and run. Default: the first "
-        "output as it is.", show_default=False)] = None,
+        "{name: array} to the task's predictions (samples on axis 0; detection: per image a dict of boxes "
+        "x1,y1,x2,y2 in model-input pixels, scores and labels, or an [N, 6] array x1,y1,x2,y2,score,label); it is "
+        "imported and run. Default: the first output as it is.", show_default=False)] = None,
     package: Annotated[Path | None, typer.Option(
         "--package", help="Also write a package folder (new or empty): the source ONNX, the verified best engine "
         "per objective with its manifest, IO samples, the tables and a reproduce.sh that checks the outputs "
@@ -159,6 +167,7 @@ def optimize(
                                                                                     "--search-duration"),
         preprocess=preprocess or [], preprocess_file=preprocess_file, limit=limit, gates=gate or [], task=task,
         threshold=threshold, ctc_blank=ctc_blank, postprocess=postprocess, masks=masks,
+        annotations=annotations,
     )
     # the tolerances are parsed after the model and build options, as always
     _run(replace(settings, compare=common.compare_settings(atol, rtol, check_error_stat, validate)), as_json, package)
@@ -176,7 +185,6 @@ def _run(settings: object, as_json: bool, package: Path | None = None) -> None:
     from rich.table import Table
 
     from enginekit.cli.render import status, tolerance_text, verdict
-    from enginekit.pipeline import optimize
     from enginekit.report.markdown import fmt, speedup_cell, timing_warnings
     from enginekit.settings import OptimizeSettings
     from enginekit.status import Status
@@ -184,8 +192,7 @@ def _run(settings: object, as_json: bool, package: Path | None = None) -> None:
     assert isinstance(settings, OptimizeSettings)
     if package is not None:
         check_package_target(package, settings.report_dir)
-    with common.err.status("optimize: running backends…"):
-        result = optimize(settings, common.command_line())
+    result = _optimize_with_progress(settings)
     doc = result.to_dict()
     packaged = None
     if package is not None and result.passed:
@@ -202,16 +209,17 @@ def _run(settings: object, as_json: bool, package: Path | None = None) -> None:
         style = {Status.STEP_OK: "green", Status.STEP_FAIL: "red", Status.STEP_SKIPPED: "yellow"}[s["status"]]
         steps.add_row(escape(s["name"]), f"[{style}]{s['status']}[/]", f"{s['duration_s']:.2f}", escape(s["reason"]))
     out.print(steps)
-    t = Table("backend", "precision", "status", "median ms", "p90 ms", "speed-up", "accuracy", "macro P",
-              "macro R", "max abs err", "atol/rtol", title=f"Backends (reference {doc['reference']})",
-              title_justify="left")
+    from enginekit.report.metric_columns import interval_note, metric_cell, metric_columns
+    metrics = metric_columns(doc["results"])
+    t = Table("backend", "precision", "status", "median ms", "p90 ms", "speed-up", *(c.header for c in metrics),
+              "max abs err", "atol/rtol", title=f"Backends (reference {doc['reference']})", title_justify="left",
+              caption=escape(interval_note(metrics)) or None, caption_justify="left")
     for r in doc["results"]:
-        tm, m = r.get("timing") or {}, r.get("metrics") or {}
+        tm = r.get("timing") or {}
         errs = [o["max_abs_err"] for o in r["outputs"].values() if isinstance(o.get("max_abs_err"), float)]
         t.add_row(r["backend"], r["precision"], status(r["status"]), fmt(tm.get("median_ms")), fmt(tm.get("p90_ms")),
-                  _speedup(speedup_cell(r, doc["results"], 3), r), fmt(m.get("accuracy")),
-                  fmt(m.get("macro_precision")), fmt(m.get("macro_recall")), fmt(max(errs) if errs else None),
-                  tolerance_text(r["outputs"]))
+                  _speedup(speedup_cell(r, doc["results"], 3), r), *(escape(metric_cell(r, c.name)) for c in metrics),
+                  fmt(max(errs) if errs else None), tolerance_text(r["outputs"]))
     out.print(t)
     for w in timing_warnings(doc["results"]):
         out.print(f"  [yellow]warning[/] {escape(w)}")
@@ -229,6 +237,26 @@ def _run(settings: object, as_json: bool, package: Path | None = None) -> None:
         out.print("[yellow]No package written[/]: the run did not pass, so there is no verified engine to ship.")
     verdict(result.passed, weak=result.weak_reference, skipped=result.skipped)
     common.exit_with(result.exit_code)
+
+
+def _optimize_with_progress(settings: Any) -> Any:
+    """optimize() under a spinner on stderr, with a bar per dataset phase (reading images, scoring each candidate)
+    when there is a dataset."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from enginekit.pipeline import optimize
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=common.err, transient=True) as bar:
+        bar.add_task("optimize: running backends…", total=None)
+        tasks: dict[str, Any] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(f"dataset: {what}", total=max(total, 1))
+            bar.update(tasks[what], completed=done, total=max(total, 1))
+
+        return optimize(settings, common.command_line(), progress)
 
 
 def _speedup(text: str, row: dict[str, object]) -> str:

@@ -4,14 +4,18 @@ Label-free datasets (``load_dataset(..., require_labels=False)`` on an .npz with
 ``targets`` None: their metrics are the agreement with the reference's predictions. ``Dataset.labels`` stays an
 array (it raises FeedError for a label-free dataset); code that handles both reads ``Dataset.targets``.
 
-Image folders (``ROOT/CLASS_NAME/*.png``) load through :mod:`enginekit.eval.image_folder`.
+Image folders (``ROOT/CLASS_NAME/*.png``, or for tasks other than classification the images in ``ROOT`` itself)
+load through :mod:`enginekit.eval.image_folder`, images with label maps through :mod:`enginekit.eval.segmentation`,
+images with a COCO JSON through :mod:`enginekit.eval.coco_folder` (``annotations``, ``image_ids`` and the images'
+``original_sizes``, to scale a detector's boxes back from ``input_size``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +30,16 @@ class Dataset:
     targets: np.ndarray | None  # labels [N], label maps [N, H, W], ...; None: a label-free dataset
     source: str
     class_names: tuple[str, ...] | None = None  # label i is class_names[i] (an image folder's class folders)
+    # detection: a COCO ground truth over exactly these samples' images (None: label-free), each sample's image id
+    # and each image's original (height, width) before preprocessing, and the model-input (height, width)
+    annotations: dict[str, Any] | None = None
+    image_ids: tuple[int, ...] | None = None
+    original_sizes: tuple[tuple[int, int], ...] | None = None
+    input_size: tuple[int, int] | None = None
 
     @property
     def has_labels(self) -> bool:
-        return self.targets is not None
+        return self.targets is not None or self.annotations is not None
 
     @property
     def labels(self) -> np.ndarray:
@@ -97,4 +107,17 @@ def take(dataset: Dataset, limit: int | None) -> Dataset:
     if limit is None or limit >= len(dataset):
         return dataset
     targets = None if dataset.targets is None else dataset.targets[:limit]
-    return Dataset({k: v[:limit] for k, v in dataset.inputs.items()}, targets, dataset.source, dataset.class_names)
+    ids = None if dataset.image_ids is None else dataset.image_ids[:limit]
+    annotations = dataset.annotations
+    if annotations is not None and ids is not None:
+        annotations = restrict_annotations(annotations, ids)
+    return replace(dataset, inputs={k: v[:limit] for k, v in dataset.inputs.items()}, targets=targets,
+                   image_ids=ids, annotations=annotations,
+                   original_sizes=None if dataset.original_sizes is None else dataset.original_sizes[:limit])
+
+
+def restrict_annotations(annotations: dict[str, Any], image_ids: Sequence[int]) -> dict[str, Any]:
+    """A COCO ground truth cut down to the images ``image_ids`` (their images and annotations; all categories)."""
+    keep = {int(i) for i in image_ids}
+    return {**annotations, "images": [im for im in annotations["images"] if int(im["id"]) in keep],
+            "annotations": [a for a in annotations.get("annotations", []) if int(a["image_id"]) in keep]}

@@ -269,3 +269,83 @@ def detection_agreement_sample_metrics(candidate: Iterable[Detection | Mapping[s
     ``score_threshold`` as ground truth. The reference side: ``detection_agreement_sample_metrics(ref, ref, ...)``."""
     gt = detections_as_ground_truth(reference, image_ids, score_threshold)
     return detection_sample_metrics(candidate, gt)
+
+
+# --- a post-processing hook's boxes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageDetections:
+    """One image's detections (COCO boxes in the image's own pixels); an image without any is an empty tuple."""
+
+    image_id: int
+    detections: tuple[Detection, ...]
+
+
+def _image_boxes(pred: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes [N, 4] x1,y1,x2,y2, scores [N], labels [N]) of one image's hook output."""
+    try:
+        if isinstance(pred, Mapping):
+            missing = [k for k in ("boxes", "scores", "labels") if k not in pred]
+            if missing:
+                raise FeedError(f"its dict lacks {', '.join(missing)}")
+            boxes = np.asarray(pred["boxes"], dtype=np.float64).reshape(-1, 4)
+            scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
+            labels = np.asarray(pred["labels"], dtype=np.float64).reshape(-1)
+        else:
+            arr = np.asarray(pred, dtype=np.float64)
+            if arr.size == 0:
+                arr = arr.reshape(0, 6)
+            if arr.ndim != 2 or arr.shape[1] != 6:
+                raise FeedError(f"an array of shape {list(arr.shape)}, not [N, 6]")
+            boxes, scores, labels = arr[:, :4], arr[:, 4], arr[:, 5]
+    except (TypeError, ValueError) as exc:
+        raise FeedError(f"Detections of sample {i}: {exc}") from exc
+    except FeedError as exc:
+        raise FeedError(f"Detections of sample {i}: {exc.message}. Per image, return {{'boxes': [N, 4] x1,y1,x2,y2, "
+                        "'scores': [N], 'labels': [N]}} or an [N, 6] array x1,y1,x2,y2,score,label.") from None
+    if not boxes.shape[0] == scores.shape[0] == labels.shape[0]:
+        raise FeedError(f"Detections of sample {i}: {boxes.shape[0]} boxes, {scores.shape[0]} scores, "
+                        f"{labels.shape[0]} labels.")
+    return boxes, scores, labels
+
+
+def decode_detections(predictions: Sequence[Any], image_ids: Sequence[int],
+                      scales: Sequence[tuple[float, float]] | None = None) -> list[ImageDetections]:
+    """Per-image detections from a hook's predictions (one entry per sample: a dict of ``boxes`` x1,y1,x2,y2,
+    ``scores`` and ``labels``, or an [N, 6] array x1,y1,x2,y2,score,label), as COCO x,y,w,h boxes multiplied by the
+    sample's ``scales`` (x, y) factor (model-input pixels → the image's own pixels).
+
+    A detection with a non-finite coordinate or score is dropped (it can match nothing: a broken engine loses
+    recall for it); a box with x2 < x1 or y2 < y1 gets width or height 0. Labels must be whole numbers (the
+    category ids of the annotations). Raises FeedError for another format or count."""
+    if len(predictions) != len(image_ids):
+        raise FeedError(f"{len(predictions)} samples of detections for {len(image_ids)} images.")
+    out = []
+    for i, (pred, image_id) in enumerate(zip(predictions, image_ids, strict=True)):
+        boxes, scores, labels = _image_boxes(pred, i)
+        ok = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & np.isfinite(labels)
+        boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
+        if np.any(labels != np.round(labels)):
+            raise FeedError(f"Detections of sample {i}: labels must be integer category ids, got "
+                            f"{labels[labels != np.round(labels)][:3].tolist()}.")
+        sx, sy = scales[i] if scales is not None else (1.0, 1.0)
+        x, y = boxes[:, 0] * sx, boxes[:, 1] * sy
+        w = np.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * sx
+        h = np.maximum(boxes[:, 3] - boxes[:, 1], 0.0) * sy
+        dets = tuple((int(image_id), [float(x[j]), float(y[j]), float(w[j]), float(h[j])], float(scores[j]),
+                      int(labels[j])) for j in range(boxes.shape[0]))
+        out.append(ImageDetections(int(image_id), dets))
+    return out
+
+
+def detection_task_metrics(candidate: Sequence[ImageDetections], ground_truth: Mapping[str, Any] | None,
+                           reference: Sequence[ImageDetections],
+                           score_threshold: float = 0.5) -> dict[str, SampleMetric]:
+    """``map``/``map50`` of a candidate's per-image detections: against the annotations, or without them against
+    the reference's detections scoring at least ``score_threshold`` (agreement)."""
+    flat = [d for image in candidate for d in image.detections]
+    if ground_truth is not None:
+        return detection_sample_metrics(flat, ground_truth)
+    ref = [d for image in reference for d in image.detections]
+    return detection_agreement_sample_metrics(flat, ref, [image.image_id for image in reference], score_threshold)

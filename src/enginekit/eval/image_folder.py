@@ -15,7 +15,7 @@ import numpy as np
 
 from enginekit.errors import FeedError, InvalidArgumentError
 from enginekit.eval.datasets import Dataset
-from enginekit.eval.preprocess import Preprocess, load_image, resolve_for_input
+from enginekit.eval.preprocess import Preprocess, read_image, resolve_for_input
 from enginekit.tensors import TensorSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -83,13 +83,57 @@ def load_image_folder(
     classes, samples = scan_image_folder(root)
     if limit is not None and limit < len(samples):
         samples = _round_robin(samples, limit)
-    arrays = []
-    for done, (path, _) in enumerate(samples, start=1):
-        arrays.append(load_image(path, pre))
-        if arrays[-1].shape != arrays[0].shape:
-            raise FeedError(f"Image {str(path)!r} gives shape {list(arrays[-1].shape)}, the first image "
-                            f"{list(arrays[0].shape)}; set a preprocess size to resize them all.")
-        if progress is not None:
-            progress(done, len(samples))
+    batch, _ = load_images([path for path, _ in samples], pre, progress)
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
-    return Dataset({spec.name: np.stack(arrays)}, labels, str(root), class_names=classes)
+    return Dataset({spec.name: batch}, labels, str(root), class_names=classes)
+
+
+def load_images(paths: Sequence[Path], pre: Preprocess,
+                progress: Progress | None = None) -> tuple[np.ndarray, tuple[tuple[int, int], ...]]:
+    """The preprocessed images stacked on axis 0 and each file's own (height, width). Raises FeedError for an
+    unreadable image or images of different sizes after preprocessing."""
+    arrays: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    for done, path in enumerate(paths, start=1):
+        x, size = read_image(path, pre)
+        if arrays and x.shape != arrays[0].shape:
+            raise FeedError(f"Image {str(path)!r} gives shape {list(x.shape)}, the first image "
+                            f"{list(arrays[0].shape)}; set a preprocess size to resize them all.")
+        arrays.append(x)
+        sizes.append(size)
+        if progress is not None:
+            progress(done, len(paths))
+    return np.stack(arrays), tuple(sizes)
+
+
+def input_size(batch: np.ndarray, pre: Preprocess) -> tuple[int, int]:
+    """The (height, width) of a preprocessed image batch."""
+    return (int(batch.shape[2]), int(batch.shape[3])) if pre.layout == "NCHW" else (int(batch.shape[1]),
+                                                                                    int(batch.shape[2]))
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """The images directly in ``root``, by name (hidden files and other suffixes ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FeedError(f"Image folder {str(root)!r} is not a folder.")
+    return sorted(p for p in root.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_flat_images(
+    root: str | Path,
+    specs: Sequence[TensorSpec],
+    preprocess: Preprocess,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> Dataset:
+    """A label-free Dataset of the images directly in ``root`` (name order, the first ``limit``): image i has id
+    i; the original sizes are kept (a detector's boxes are mapped back to them)."""
+    spec, pre = image_input(specs, preprocess, limit, "An image folder")
+    paths = list_images(root)
+    if not paths:
+        raise FeedError(f"Image folder {str(root)!r} has no images ({', '.join(IMAGE_SUFFIXES)}) directly in it.")
+    paths = paths[:limit]
+    batch, sizes = load_images(paths, pre, progress)
+    return Dataset({spec.name: batch}, None, str(root), image_ids=tuple(range(len(paths))), original_sizes=sizes,
+                   input_size=input_size(batch, pre))

@@ -272,10 +272,15 @@ def preprocess_image(image: Image.Image, pre: Preprocess) -> np.ndarray:
 
 def load_image(path: str | Path, pre: Preprocess) -> np.ndarray:
     """Read an image file and preprocess it (:func:`preprocess_image`). Unreadable files raise FeedError."""
+    return read_image(path, pre)[0]
+
+
+def read_image(path: str | Path, pre: Preprocess) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_image` and the file's own (height, width) before resizing (to map boxes back to it)."""
     pil = _pillow()
     try:
         with pil.open(path) as img:
             img.load()
-            return preprocess_image(img, pre)
+            return preprocess_image(img, pre), (int(img.height), int(img.width))
     except (OSError, ValueError) as exc:
         raise FeedError(f"Cannot read image {str(path)!r}: {exc}") from exc

@@ -70,6 +70,7 @@ def plan_optimize(
     ctc_blank: int = 0,
     postprocess: str | None = None,
     masks: Path | None = None,
+    annotations: Path | None = None,
 ) -> OptimizeSettings:
     """The settings of `enginekit optimize` for these options (the same names as the command's, as values).
 
@@ -108,6 +109,7 @@ def plan_optimize(
         load_postprocess(postprocess)  # a missing file or function is a user error now
     if masks is not None and (task != "segmentation" or dataset is None or not Path(dataset).is_dir()):
         raise InvalidArgumentError("--masks pairs label maps with an image-folder --dataset of --task segmentation.")
+    _check_detection(task, dataset, postprocess, annotations)
     return OptimizeSettings(
         search=search,
         builds=builds,
@@ -132,6 +134,7 @@ def plan_optimize(
         ctc_blank=ctc_blank,
         postprocess=postprocess,
         masks=masks,
+        annotations=annotations,
     )
 
 
@@ -189,6 +192,21 @@ def _check_task(task: str, threshold: float, blank: int) -> None:
         raise InvalidArgumentError(f"--threshold {threshold}: a probability strictly between 0 and 1.")
     if blank < 0:
         raise InvalidArgumentError(f"--ctc-blank {blank}: must be >= 0.")
+
+
+def _check_detection(task: str, dataset: Path | None, postprocess: str | None, annotations: Path | None) -> None:
+    if annotations is not None:
+        if task != "detection" or dataset is None or not Path(dataset).is_dir():
+            raise InvalidArgumentError("--annotations pairs a COCO JSON with an image-folder --dataset of --task "
+                                       "detection.")
+        if not Path(annotations).is_file():
+            raise InvalidArgumentError(f"--annotations {str(annotations)!r} is not a file.")
+    if task == "detection" and postprocess is None:
+        raise InvalidArgumentError(
+            "--task detection needs --postprocess FILE.py:FUNCTION: detectors' raw outputs differ (anchors, NMS or "
+            "not, box layouts), so a function of yours turns each batch's outputs into boxes, scores and labels.",
+            hint="Per image return {'boxes': [[x1, y1, x2, y2], ...], 'scores': [...], 'labels': [...]} in "
+                 "model-input pixels (or an [N, 6] array x1,y1,x2,y2,score,label); see docs/TASKS.md.")
 
 
 def plan_search(export: ExportSettings | None, backend: BackendSettings | None, batches: Sequence[int],

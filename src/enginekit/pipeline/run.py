@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,7 @@ from enginekit.pipeline.steps import CandidateResult, OptimizeResult, Pipeline, 
 from enginekit.status import Status
 
 log = logging.getLogger(__name__)
+DatasetProgress = Callable[[str, int, int], None]  # (what, done, total)
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
@@ -33,10 +34,13 @@ if TYPE_CHECKING:
     from enginekit.settings import BuildSettings, FeedSettings, OptimizeSettings
 
 
-def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -> OptimizeResult:
+def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None,
+             progress: DatasetProgress | None = None) -> OptimizeResult:
     """The main job. Never raises for a backend's failure; raises EnginekitError for bad settings.
 
     ``command`` is what reproduce.sh runs; by default the CLI command equivalent to ``settings``.
+    ``progress(what, done, total)`` follows the dataset: "reading images" (per image), then "scoring LABEL" (per
+    batch) for each candidate; it is also logged (INFO) at every tenth.
     """
     from enginekit.compare import validate_tolerance_names
     from enginekit.data import prepare_feed
@@ -112,7 +116,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     def feeds(step: StepResult) -> None:
         dpath = state["dataset_path"]
         if dpath is not None:
-            ds = _dataset(Path(dpath), state["inputs"], settings)
+            ds = _dataset(Path(dpath), state["inputs"], settings, functools.partial(_tell, progress, "reading images"))
             state["dataset"] = ds
             result.dataset = str(dpath)
             bs = batch_size(state["inputs"], settings.batch_size)
@@ -179,7 +183,8 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
                 backend_settings = replace(settings.backend, torch_inputs=settings.export.inputs)
             row, value = use_runner(
                 cand, model, backend_settings,
-                lambda r: _work(r, result.feed, settings, state.get("dataset"), state.get("hook")),
+                lambda r: _work(r, result.feed, settings, state.get("dataset"), state.get("hook"),
+                                functools.partial(_tell, progress, f"scoring {cand.label}")),
             )
             cres = CandidateResult(row)
             rows[cand] = cres
@@ -223,8 +228,10 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
 
         ds = state["dataset"]
         task = Task(settings.task, settings.threshold, settings.ctc_blank)
+        truth = ds.annotations if settings.task == "detection" else ds.targets
         failed = judge({c.label: rows[c] for c in ordered if c in rows}, state["scores"], ref.label,
-                       ds.targets, parse_gates(list(settings.gates)), task)
+                       truth, parse_gates(list(settings.gates)), task)
+        state["gate_failed"] = set(failed)
         what = "labels" if ds.has_labels else f"agreement with {ref.label}'s predictions (no labels)"
         step.reason = (f"{settings.task} on {len(ds)} samples, against {what}; 95 % paired bootstrap intervals of "
                        f"each metric's difference from {ref.label}")
@@ -261,7 +268,9 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
         pipe.step("search", search, required=False, always=True)
 
     def debug_precision(step: StepResult) -> None:
+        # outputs that differ, not a task gate: the debugger searches for the nodes that make the outputs agree
         failed = [c for c in result.candidates if c.row.status == Status.FAILED
+                  and c.row.label not in state.get("gate_failed", ())
                   and c.row.precision in ("fp16", "bf16", "int8")
                   and candidate_format(Candidate(c.row.backend, c.row.precision)) == "onnx"]
         if not failed:
@@ -289,8 +298,10 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None) -
     return result
 
 
-def _dataset(path: Path, inputs: list[Any], settings: OptimizeSettings) -> Dataset:
-    """An .npz dataset, or an image folder read with the --preprocess settings; at most --limit samples."""
+def _dataset(path: Path, inputs: list[Any], settings: OptimizeSettings,
+             progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """An .npz dataset, or an image folder read with the --preprocess settings (classification: class folders;
+    other tasks: the images in it, labelled by --masks or --annotations, or label-free); at most --limit samples."""
     from enginekit.eval.datasets import load_dataset, take
 
     limit = settings.limit or None
@@ -304,13 +315,23 @@ def _dataset(path: Path, inputs: list[Any], settings: OptimizeSettings) -> Datas
     if settings.masks is not None:  # images + label maps with the same names (segmentation)
         from enginekit.eval.segmentation import load_mask_folder
 
-        return load_mask_folder(path, settings.masks, inputs, pre, limit, progress=_progress)
-    return load_image_folder(path, inputs, pre, limit, progress=_progress)
+        return load_mask_folder(path, settings.masks, inputs, pre, limit, progress=progress)
+    if settings.annotations is not None:  # images + a COCO JSON (detection)
+        from enginekit.eval.coco_folder import load_coco_folder
+
+        return load_coco_folder(path, settings.annotations, inputs, pre, limit, progress=progress)
+    if settings.task != "classification":  # the images themselves, without labels
+        from enginekit.eval.image_folder import load_flat_images
+
+        return load_flat_images(path, inputs, pre, limit, progress=progress)
+    return load_image_folder(path, inputs, pre, limit, progress=progress)
 
 
-def _progress(done: int, total: int) -> None:
+def _tell(progress: DatasetProgress | None, what: str, done: int, total: int) -> None:
     if done == total or done % max(total // 10, 1) == 0:
-        log.info("dataset: %d of %d images read", done, total)
+        log.info("dataset: %s %d of %d", what, done, total)
+    if progress is not None:
+        progress(what, done, total)
 
 
 def source_feed(torch_inputs: Sequence[str], feeds: FeedSettings) -> dict[str, np.ndarray]:
@@ -345,9 +366,10 @@ def fill_speedups(results: Sequence[CandidateResult], ref_res: CandidateResult, 
 
 def _work(
     runner: Runner, feed: dict[str, np.ndarray], settings: OptimizeSettings, ds: Dataset | None,
-    hook: Any = None,
-) -> tuple[dict[str, np.ndarray], float, dict[str, Any], np.ndarray | None]:
-    """Run the comparison feed, time it, and score the dataset (first output = class scores)."""
+    hook: Any = None, tick: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, np.ndarray], float, dict[str, Any], Any]:
+    """Run the comparison feed, time it, and score the dataset (first output = class scores, or the hook's
+    predictions; detection: per-image boxes)."""
     from enginekit.bench.timing import time_callable
 
     t0 = time.perf_counter()
@@ -357,13 +379,33 @@ def _work(
     scores = None
     if ds is not None:
         bs = batch_size(runner.inputs(), settings.batch_size)
+        total = -(-len(ds) // bs) if bs > 0 else 1
+
+        def outputs_of_batches() -> Iterator[dict[str, np.ndarray]]:
+            for i, b in enumerate(ds.batches(bs), start=1):
+                yield runner.infer(b)
+                if tick is not None:
+                    tick(i, total)
+
         if hook is not None:  # the user's function turns each batch's outputs into the task's predictions
             from enginekit.eval.hooks import run_postprocess
 
             assert settings.postprocess is not None
-            scores = np.asarray(run_postprocess(hook, (runner.infer(b) for b in ds.batches(bs)),
-                                                settings.postprocess))
+            predictions = run_postprocess(hook, outputs_of_batches(), settings.postprocess)
+            scores = _detections(predictions, ds) if settings.task == "detection" else np.asarray(predictions)
         else:
             first_out = runner.outputs()[0].name
-            scores = np.concatenate([runner.infer(b)[first_out] for b in ds.batches(bs)], axis=0)
+            scores = np.concatenate([out[first_out] for out in outputs_of_batches()], axis=0)
     return outputs, infer_s, timing, scores
+
+
+def _detections(predictions: Any, ds: Dataset) -> Any:
+    """A hook's per-sample boxes in model-input pixels → per-image COCO detections in the images' own pixels."""
+    from enginekit.eval.detection import decode_detections
+
+    ids = ds.image_ids if ds.image_ids is not None else tuple(range(len(ds)))
+    scales = None
+    if ds.original_sizes is not None and ds.input_size is not None:
+        in_h, in_w = ds.input_size
+        scales = [(w / in_w, h / in_h) for h, w in ds.original_sizes]
+    return decode_detections(list(predictions), ids, scales)

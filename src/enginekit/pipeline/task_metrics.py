@@ -2,8 +2,10 @@
 
 ``--task``: classification (accuracy, macro precision/recall, top-5 where there are more than 5 classes),
 segmentation (mIoU, pixel accuracy; a one-channel probability map is thresholded) or ctc (sequence accuracy,
-normalised edit distance, character error rate of greedily decoded outputs). Without labels the metrics are
-agreement with the reference's own predictions (top-1 agreement, mIoU vs its masks, its decoded text). Each
+normalised edit distance, character error rate of greedily decoded outputs) or detection (COCO mAP@[.5:.95] and
+mAP@.5 by pycocotools of a post-processing hook's boxes, :mod:`enginekit.eval.detection`). Without labels the metrics
+are agreement with the reference's own predictions (top-1 agreement, mIoU vs its masks, its decoded text, mAP
+against its detections scoring at least ``threshold``). Each
 candidate's value comes with a paired bootstrap interval of its difference from the reference
 (the same samples resampled on both sides, 1000 times, seeded). ``--gate`` thresholds
 (:mod:`enginekit.eval.gates`) are judged on the point estimate of that difference; a candidate that fails a gate
@@ -16,8 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from enginekit.status import Status
 
 if TYPE_CHECKING:
@@ -29,20 +29,29 @@ RESAMPLES = 1000
 LEVEL = 0.95
 
 
-TASKS = ("classification", "segmentation", "ctc")
+TASKS = ("classification", "segmentation", "ctc", "detection")
 
 
 @dataclass(frozen=True)
 class Task:
     name: str = "classification"
-    threshold: float = 0.5  # segmentation: a one-channel probability map above it is foreground
+    # segmentation: a one-channel probability map above it is foreground; detection without labels: the
+    # reference's detections scoring at least this are the ground truth
+    threshold: float = 0.5
     blank: int = 0  # ctc: the blank index
 
 
-def sample_metrics(task: Task, scores: np.ndarray, labels: np.ndarray | None,
-                   reference: np.ndarray) -> dict[str, SampleMetric]:
+def sample_metrics(task: Task, scores: Any, labels: Any, reference: Any) -> dict[str, SampleMetric]:
     """Per-sample metrics of one output: against the labels, or (without labels) against the reference's
-    predictions (agreement). The reference itself goes through the same call with itself as the target."""
+    predictions (agreement). The reference itself goes through the same call with itself as the target.
+
+    ``scores``/``reference``: arrays with the samples on axis 0, or for detection a list of
+    :class:`~enginekit.eval.detection.ImageDetections`; ``labels``: an array, a COCO ground truth (detection) or
+    None."""
+    if task.name == "detection":
+        from enginekit.eval.detection import detection_task_metrics
+
+        return detection_task_metrics(scores, labels, reference, task.threshold)
     if task.name == "segmentation":
         from enginekit.eval.segmentation import predicted_masks, segmentation_sample_metrics
 
@@ -61,8 +70,8 @@ def sample_metrics(task: Task, scores: np.ndarray, labels: np.ndarray | None,
     return agreement_sample_metrics(scores, reference)
 
 
-def judge(results: Mapping[str, CandidateResult], scores: Mapping[str, np.ndarray], reference: str,
-          labels: np.ndarray | None, gates: Sequence[Gate], task: Task | None = None) -> list[str]:
+def judge(results: Mapping[str, CandidateResult], scores: Mapping[str, Any], reference: str,
+          labels: Any, gates: Sequence[Gate], task: Task | None = None) -> list[str]:
     """Fill every scored candidate's ``metrics`` (values, intervals of the difference, gate results); a candidate
     failing a gate becomes FAILED. Returns the labels of the candidates that failed a gate."""
     from enginekit.eval.bootstrap import paired_bootstrap_ci

@@ -16,6 +16,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from enginekit.report.markdown import speedup_cell, timing_warnings
+from enginekit.report.metric_columns import (
+    MetricColumn,
+    best_row,
+    interval_note,
+    interval_text,
+    metric_cell,
+    metric_columns,
+    metric_number,
+)
 from enginekit.report.search_md import ROW_HEADERS, SUMMARY_HEADERS, row_cells, summary_cells, unstable_notes
 from enginekit.report.tables import fmt
 
@@ -66,13 +75,7 @@ def _e(value: Any, digits: int = 4) -> str:
 
 def _num(value: Any) -> float | None:
     """A number from the doc: ints, floats and json_safe's "nan"/"inf"/"-inf" strings; else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity"):
-        return float(value.strip().lower().replace("infinity", "inf"))
-    return None
+    return metric_number(value)
 
 
 def _status_class(word: Any) -> str:
@@ -145,11 +148,26 @@ def _candidate_rows(doc: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
     def has_timing(r: Mapping[str, Any]) -> bool:
         return bool(r.get("timing"))
 
-    def metric(name: str) -> Callable[[Mapping[str, Any]], str]:
-        return lambda r: _td((r.get("metrics") or {}).get(name))
+    def metric(column: MetricColumn) -> Callable[[Mapping[str, Any]], str]:
+        """The value, then (muted) the difference from the reference with its interval; the cell's text is
+        metric_cell's, as in report.md and the CLI."""
+        def cell(r: Mapping[str, Any]) -> str:
+            value = (r.get("metrics") or {}).get(column.name)
+            if metric_number(value) is None:
+                return _td(None)
+            extra = interval_text(r, column.name)
+            if not extra:
+                return _td(value)
+            iv = ((r.get("metrics") or {}).get("intervals") or {}).get(column.name) or {}
+            level = metric_number(iv.get("level"))
+            title = (f"{column.name} {metric_cell(r, column.name)}: Δ difference from the reference, [its "
+                     f"{'95' if level is None else f'{100 * level:g}'} % paired bootstrap interval]")
+            return (f'<td class="num" title="{html.escape(title, quote=True)}">{_e(value)} '
+                    f'<span class="small muted">{html.escape(extra)}</span></td>')
+        return cell
 
     def has_metric(name: str) -> Callable[[Mapping[str, Any]], bool]:
-        return lambda r: (r.get("metrics") or {}).get(name) is not None
+        return lambda r: metric_number((r.get("metrics") or {}).get(name)) is not None
 
     def name_cell(r: Mapping[str, Any]) -> str:
         tag = '<span class="tag">reference</span>' if r.get("reference") else ""
@@ -214,9 +232,7 @@ def _candidate_rows(doc: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
         ("p90 ms", timing("p90_ms"), has_timing),
         ("CV", cv_cell, has_timing),
         ("speed-up", speed_cell, lambda r: r.get("speedup") is not None),
-        ("accuracy", metric("accuracy"), has_metric("accuracy")),
-        ("macro precision", metric("macro_precision"), has_metric("macro_precision")),
-        ("macro recall", metric("macro_recall"), has_metric("macro_recall")),
+        *((c.header, metric(c), has_metric(c.name)) for c in metric_columns(results)),
         ("reason", lambda r: _td(r.get("reason") or "", cls="reason"), lambda r: bool(r.get("reason"))),
     ]
     shown = [c for c in columns if any(c[2](r) for r in results)]
@@ -265,12 +281,14 @@ def _candidates(doc: Mapping[str, Any]) -> str:
     if not results:
         return ""
     headers, rows = _candidate_rows(doc)
+    note = interval_note(metric_columns(results))
     out = _table(headers, rows)
     out += ('<p class="small muted">Errors: the output furthest beyond its tolerance (hover a cell for which '
             "output); an element fails when |candidate − reference| &gt; atol <strong>and</strong> "
             "|candidate − reference| / |reference| &gt; rtol. Latency: host time per call with the protocol of "
             "<code>enginekit bench</code> (median, p90, coefficient of variation); speed-up against the reference, "
-            "marked ⚠ when its timing or the reference's is unstable.</p>\n")
+            "marked ⚠ when its timing or the reference's is unstable."
+            + (f" {html.escape(note)}" if note else "") + "</p>\n")
     warnings = timing_warnings(results)
     if warnings:
         out += '<ul class="warn">' + "".join(f"<li>Timing warning: {html.escape(w)}</li>" for w in warnings) + "</ul>\n"
@@ -310,14 +328,16 @@ def _best(doc: Mapping[str, Any]) -> str:
         if fast.get("reference"):
             lines.append('<span class="muted">the reference itself is the fastest passing candidate</span>')
         cards.append(_card("fastest passing candidate (latency)", _e(fast.get("backend")), lines))
-    scored = [r for r in results if str(r.get("status")) == "ok"
-              and _num((r.get("metrics") or {}).get("accuracy")) is not None]
-    if scored:
-        acc = max(scored, key=lambda r: _num((r.get("metrics") or {}).get("accuracy")) or -1.0)
-        m = acc.get("metrics") or {}
-        cards.append(_card("highest accuracy (passing)", _e(acc.get("backend")),
-                           [f"accuracy {_e(m.get('accuracy'))}, macro P {_e(m.get('macro_precision'))}, "
-                            f"macro R {_e(m.get('macro_recall'))}"]))
+    columns = metric_columns(results)
+    best = best_row([r for r in results if str(r.get("status")) == "ok"], columns[0]) if columns else None
+    if best is not None:
+        first = columns[0]
+        m = best.get("metrics") or {}
+        lines = [", ".join(f"{html.escape(c.header)} {_e(m.get(c.name))}" for c in columns
+                           if metric_number(m.get(c.name)) is not None)]
+        if not first.higher_is_better:
+            lines.append(f'<span class="muted">lower {html.escape(first.header)} is better</span>')
+        cards.append(_card(f"best {first.header} (passing)", _e(best.get("backend")), lines))
     out = f'<div class="cards">{"".join(cards)}</div>\n' if cards else ""
     if not passing and results:
         out += '<p class="bad">No candidate passed with a timing.</p>\n'

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from enginekit.report.metric_columns import interval_note, metric_cell, metric_columns
 from enginekit.report.search_md import render_search
 from enginekit.report.tables import fmt as fmt
 from enginekit.report.tables import table as table
@@ -81,14 +82,13 @@ def _stages(stages: Mapping[str, Any]) -> str:
 
 def render_optimize(doc: Mapping[str, Any]) -> str:
     rows = []
+    metrics = metric_columns(doc["results"])
     for r in doc["results"]:
         t = r.get("timing") or {}
-        m = r.get("metrics") or {}
         worst = max((o.get("max_abs_err") for o in r.get("outputs", {}).values()
                      if isinstance(o.get("max_abs_err"), float)), default=None)
         rows.append([r["backend"], r["precision"], r["status"], t.get("median_ms"), t.get("p90_ms"),
-                     speedup_cell(r, doc["results"]), m.get("accuracy"), m.get("macro_precision"),
-                     m.get("macro_recall"), worst])
+                     speedup_cell(r, doc["results"]), *(metric_cell(r, c.name) for c in metrics), worst])
     steps = table(["step", "status", "duration s", "reason"],
                   [[s["name"], s["status"], s["duration_s"], s["reason"]] for s in doc["steps"]])
     info = doc.get("model_info") or {}
@@ -100,14 +100,16 @@ def render_optimize(doc: Mapping[str, Any]) -> str:
     if info:
         head += (f"Model: {info.get('node_count')} nodes, {info.get('parameter_count')} parameters, "
                  f"opset {info.get('max_opset')}.\n\n")
-    summary = table(["backend", "precision", "status", "median ms", "p90 ms", "speed-up", "accuracy",
-                     "macro precision", "macro recall", "max abs err"], rows)
+    summary = table(["backend", "precision", "status", "median ms", "p90 ms", "speed-up",
+                     *(c.header for c in metrics), "max abs err"], rows)
+    note = interval_note(metrics)
     notes = [f"- `{r['backend']}`: {r['status']} — {r['reason']}" for r in doc["results"] if r["reason"]]
     return (
         head + _stages(doc.get("stages") or {}) + "## Backends\n\n" + summary
         + "\nLatency: host time per call on the comparison batch, measured with the protocol of `enginekit bench` "
         "(warm-up by time, then at least N runs and T seconds; median and p90); speed-up against the reference. "
-        "A speed-up whose timing (or the reference's) varies too much is marked unstable.\n\n"
+        "A speed-up whose timing (or the reference's) varies too much is marked unstable."
+        + (f" {note}" if note else "") + "\n\n"
         + "".join(f"- **Timing warning** {w}\n" for w in timing_warnings(doc["results"]))
         + ("\n" if timing_warnings(doc["results"]) else "")
         + ("## Notes\n\n" + "\n".join(notes) + "\n\n" if notes else "")

@@ -101,6 +101,7 @@ def optimize_command(s: OptimizeSettings) -> list[str]:
     cmd += ["--ctc-blank", str(s.ctc_blank)] if s.ctc_blank else []
     cmd += ["--postprocess", s.postprocess] if s.postprocess else []
     cmd += ["--masks", str(s.masks)] if s.masks is not None else []
+    cmd += ["--annotations", str(s.annotations)] if s.annotations is not None else []
     if s.export is None:
         cmd += _feed_args(s.feeds) + (["--target", s.builds[0].backend] if s.builds else [])
     cmd += _build_args(s)

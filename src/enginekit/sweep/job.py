@@ -19,8 +19,7 @@ from enginekit.sweep.spec import Job
 __all__ = ["CACHE_ROOT_ENV", "check_jobs", "error_summary", "node_cache_dir", "run_job", "run_job_on_node"]
 
 CACHE_ROOT_ENV = "ENGINEKIT_SWEEP_CACHE_ROOT"
-_ROW_KEYS = ("accuracy", "macro_precision", "macro_recall", "top5_accuracy", "miou", "pixel_accuracy",
-             "sequence_accuracy", "char_error_rate", "agreement")
+_NOT_METRICS = ("samples", "disagreements")  # counts that sit among a row's metric values
 
 
 def node_cache_dir(job: Job) -> Path:
@@ -112,6 +111,8 @@ def _plan(job: Job, report: Path, cache_dir: Path | None) -> Any:
         dataset=dataset, batch_size=(job.batch or 0) if dataset is not None else 0, report_dir=report,
         preprocess=job.preprocess, limit=job.limit, gates=job.gates, task=job.task, threshold=job.threshold,
         ctc_blank=job.ctc_blank, postprocess=job.postprocess,
+        masks=None if job.masks is None else Path(job.masks),
+        annotations=None if job.annotations is None else Path(job.annotations),
     )
     if job.timing:
         values: dict[str, Any] = {k: int(v) if k.endswith("iterations") else v for k, v in job.timing}
@@ -131,7 +132,8 @@ def _summary(job: Job, result: Any, report: Path) -> dict[str, Any]:
                      "reference": bool(r.get("reference")), "reason": r.get("reason") or "",
                      "median_ms": timing.get("median_ms"), "p90_ms": timing.get("p90_ms"),
                      "speedup": r.get("speedup"),
-                     "metrics": {k: metrics[k] for k in _ROW_KEYS if isinstance(metrics.get(k), int | float)}})
+                     "metrics": {k: v for k, v in metrics.items() if k not in _NOT_METRICS
+                                 and isinstance(v, int | float) and not isinstance(v, bool)}})
     # the best engine of this configuration: the fastest passing row among the job's own candidates
     from enginekit.multirun import Candidate
 

@@ -25,7 +25,7 @@ _SHARED_KEYS = ("backends", "precisions", "batch_sizes", "reference", "gates", "
                 "seed")
 _TOP_KEYS = ("models", "out", "retries", "cache_dir", *_SHARED_KEYS)
 _MODEL_KEYS = ("name", "model", "inputs", "dataset", "task", "threshold", "ctc_blank", "limit", "preprocess",
-               "postprocess", *_SHARED_KEYS)
+               "postprocess", "masks", "annotations", *_SHARED_KEYS)
 _RESOURCE_KEYS = ("cpus", "gpus", "custom")
 _GPU_BACKENDS = ("tensorrt", "tensorrt-rtx")
 _BATCH = "{batch}"
@@ -60,6 +60,8 @@ class Job:
     limit: int = 0
     preprocess: tuple[str, ...] = ()
     postprocess: str | None = None
+    masks: str | None = None  # segmentation: label maps named like the images of an image-folder dataset
+    annotations: str | None = None  # detection: a COCO JSON naming the images of an image-folder dataset
     reference: str = "ort"  # every configuration is compared with it (run in each job)
     gates: tuple[str, ...] = ()
     seed: int = 1
@@ -168,6 +170,7 @@ def _model_jobs(entry: Any, top: Mapping[str, Any], base: Path, where: str, name
         "limit": _int(m.get("limit", 0), f"{where}.limit", low=0),
         "preprocess": _strs(m.get("preprocess", []), f"{where}.preprocess"),
         "postprocess": None if m.get("postprocess") is None else _str(m["postprocess"], f"{where}.postprocess"),
+        **{key: str(_existing(m[key], base, f"{where}.{key}")) for key in ("masks", "annotations") if m.get(key)},
         "reference": _str(get("reference", "ort"), f"{where}.reference"),
         "gates": gates, "seed": _int(get("seed", 1), f"{where}.seed", low=0),
         "atol": None if get("atol") is None else _float(get("atol"), f"{where}.atol"),
@@ -189,8 +192,9 @@ def _model_jobs(entry: Any, top: Mapping[str, Any], base: Path, where: str, name
 
 def _job_id(fields: Mapping[str, Any]) -> str:
     """``NAME-CONFIG-HASH``: readable, and stable for the same settings."""
-    canon = json.dumps({k: (asdict(v) if isinstance(v, Resources) else v) for k, v in sorted(fields.items())},
-                       sort_keys=True, default=str)
+    optional = ("masks", "annotations")  # left out when unset: the ids of sweeps without them stay as they were
+    canon = json.dumps({k: (asdict(v) if isinstance(v, Resources) else v) for k, v in sorted(fields.items())
+                        if not (k in optional and v is None)}, sort_keys=True, default=str)
     digest = hashlib.sha256(canon.encode()).hexdigest()[:10]
     slug = re.sub(r"[^A-Za-z0-9_.]+", "-", f"{fields['model_name']}-{fields['config']}").strip("-")[:60]
     return f"{slug}-{digest}"
@@ -286,3 +290,10 @@ def _float(value: Any, where: str) -> float:
 def _path(value: Any, base: Path, where: str) -> Path:
     p = Path(_str(value, where)).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def _existing(value: Any, base: Path, where: str) -> Path:
+    path = _path(value, base, where)
+    if not path.exists():
+        raise InvalidArgumentError(f"{where}: {path}: no such file or folder.")
+    return path
