@@ -128,3 +128,44 @@ def test_an_automatic_search_skips_a_model_without_a_batch_axis(tmp_path: Path) 
     step = next(s for s in result.steps if s.name == "search")
     assert step.status == "SKIPPED" and "symbolic batch dim" in step.reason
     assert result.passed
+
+
+def test_a_compilation_past_the_limit_is_a_skipped_row_and_the_search_goes_on() -> None:
+    """inductor compiles convnet on CPU in seconds; a 20 ms limit interrupts it. The larger batch is skipped
+    without another attempt, the next configuration and a later search still compile and pass."""
+    import time
+
+    backend = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cpu")
+    cands = ("inductor/mode=max-autotune-no-cudagraphs", "torch/channels_last=on")
+    t0 = time.perf_counter()
+    res = search_configurations(CONV, _feed(), SearchSettings(batches=(1, 3), candidates=cands,
+                                                              compile_limit_s=0.02), backend, CompareSettings(), QUICK)
+    slow = [r for r in res.rows if r.candidate == Candidate.parse(cands[0]).label]
+    assert [r.status for r in slow] == ["skipped", "skipped"]
+    assert "ran past the limit of 0.02 s (--search-compile-limit)" in slow[0].reason
+    assert slow[1].reason.endswith("(at batch 1)") and slow[0].timing is None
+    assert [r.status for r in res.rows if r not in slow] == ["ok"] * 4  # eager rows are not limited
+    assert res.best(1) is not None and res.best(1).candidate != slow[0].candidate  # type: ignore[union-attr]
+    assert time.perf_counter() - t0 < 60
+    again = search_configurations(CONV, _feed(), SearchSettings(batches=(1,), candidates=cands[:1]), backend,
+                                  CompareSettings(), QUICK)
+    assert [r.status for r in again.rows] == ["ok", "ok"]  # dynamo was reset: it compiles from scratch
+
+
+def test_the_compile_limit_option(tmp_path: Path) -> None:
+    from enginekit.cli.common import parse_duration
+
+    s = plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path / "r", search_batches=[1],
+                      search_compile_limit=parse_duration("2m", "--search-compile-limit"))
+    assert s.search is not None and s.search.compile_limit_s == 120.0
+    s = plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path / "r", search_batches=[1],
+                      search_compile_limit=0.0)
+    assert s.search is not None and s.search.compile_limit_s is None
+    auto = plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path / "r",
+                         backend=BackendSettings(torch_device="cuda"), search_compile_limit=30.0)
+    assert auto.search is not None and auto.search.auto and auto.search.compile_limit_s == 30.0
+    assert plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path / "r").search is None
+    with pytest.raises(InvalidArgumentError, match="must be >= 0"):
+        plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path / "r", search_compile_limit=-1.0)
+    with pytest.raises(InvalidArgumentError, match="apply to PyTorch sources"):
+        plan_optimize(None, report_dir=tmp_path / "r", search_compile_limit=10.0)

@@ -139,6 +139,9 @@ class SearchSettings:
     warmup_s: float = 0.5
     duration_s: float = 1.0
     auto: bool = False  # not asked for (--torch-device cuda alone): skipped, not failed, when it cannot run
+    # a configuration whose compilation (its first call at a batch size) runs longer is skipped there and at the
+    # larger batches; None: no limit
+    compile_limit_s: float | None = 300.0
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def test_optimize_settings_round_trip(case: str, tmp_path: Path, monkeypatch: py
         s = plan_optimize(f"{MODELS}:convnet", inputs=["x:batch,3,16,16"], report_dir=Path("rep"),
                           backend=BackendSettings(torch_device="cpu"), search_batches=[1, 8],
                           search_candidates=["inductor/mode=default/freezing=on"], search_precisions=["fp32"],
-                          search_duration=0.25)
+                          search_duration=0.25, search_compile_limit=42.0)
     argv = optimize_command(s)
     again = _parse(argv, monkeypatch)
     _same(s, again)

@@ -98,6 +98,10 @@ def optimize(
     search_duration: Annotated[str | None, typer.Option(
         "--search-duration", help="PyTorch sources: how long each configuration is timed at each batch (default "
         "1s, after a 0.5s warm-up).", show_default=False)] = None,
+    search_compile_limit: Annotated[str | None, typer.Option(
+        "--search-compile-limit", help="PyTorch sources: a configuration whose compilation (its first call at a "
+        "batch size) takes longer is skipped at that batch and the larger ones (default 300s; 0: no limit).",
+        show_default=False)] = None,
     preprocess: Annotated[list[str] | None, typer.Option(
         "--preprocess", help="Image-folder --dataset: KEY=VALUE preprocessing (size=224,224, "
         "scale=0.00392156862745098, mean=0.485,0.456,0.406, std=0.229,0.224,0.225, layout=NCHW|NHWC, "
@@ -165,6 +169,8 @@ def optimize(
         search_precisions=common.split_multi(search_precision),
         search_duration=None if search_duration is None else common.parse_duration(search_duration,
                                                                                     "--search-duration"),
+        search_compile_limit=None if search_compile_limit is None else common.parse_duration(
+            search_compile_limit, "--search-compile-limit"),
         preprocess=preprocess or [], preprocess_file=preprocess_file, limit=limit, gates=gate or [], task=task,
         threshold=threshold, ctc_blank=ctc_blank, postprocess=postprocess, masks=masks,
         annotations=annotations,

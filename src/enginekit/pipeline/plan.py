@@ -61,6 +61,7 @@ def plan_optimize(
     search_candidates: Sequence[str] = (),
     search_precisions: Sequence[str] = (),
     search_duration: float | None = None,
+    search_compile_limit: float | None = None,
     preprocess: Sequence[str] = (),
     preprocess_file: Path | None = None,
     limit: int = 0,
@@ -98,7 +99,7 @@ def plan_optimize(
     if precision_plan is not None and precision_plan_model is None and source.export is not None:
         precision_plan_model = source.export.output  # written by the export step, read by the runners
     search = plan_search(source.export, backend, search_batches, search_candidates, search_precisions,
-                         search_duration)
+                         search_duration, search_compile_limit)
     _check_evaluation(dataset, preprocess, preprocess_file, limit, gates, example=model is None)
     _check_task(task, threshold, ctc_blank)
     if postprocess is not None:
@@ -210,9 +211,11 @@ def _check_detection(task: str, dataset: Path | None, postprocess: str | None, a
 
 
 def plan_search(export: ExportSettings | None, backend: BackendSettings | None, batches: Sequence[int],
-                candidates: Sequence[str], precisions: Sequence[str], duration: float | None) -> SearchSettings | None:
+                candidates: Sequence[str], precisions: Sequence[str], duration: float | None,
+                compile_limit: float | None = None) -> SearchSettings | None:
     """The configuration search's settings: for a PyTorch source, when any search option is given or the torch
-    device is cuda; search options for other models are refused."""
+    device is cuda; search options for other models are refused. ``compile_limit`` (seconds, 0: none; None: the
+    default) applies to whichever search runs and does not start one."""
     from enginekit.multirun import Candidate
     from enginekit.registry import TORCH_PRECISIONS
     from enginekit.settings import SearchSettings
@@ -220,13 +223,19 @@ def plan_search(export: ExportSettings | None, backend: BackendSettings | None, 
 
     asked = bool(batches or candidates or precisions or duration is not None)
     torch_source = export is not None and detect_source(export.source).kind != PADDLE
+    if compile_limit is not None and compile_limit < 0:
+        raise InvalidArgumentError(f"--search-compile-limit {compile_limit}: must be >= 0 s (0: no limit).")
+    limit = SearchSettings().compile_limit_s if compile_limit is None else (compile_limit or None)
     if not torch_source:
-        if asked:
-            raise InvalidArgumentError("--search-batch/--search-candidate/--search-precision/--search-duration "
-                                       "apply to PyTorch sources (file.py:factory, package.module:factory, .pt2).")
+        if asked or compile_limit is not None:
+            raise InvalidArgumentError("--search-batch/--search-candidate/--search-precision/--search-duration/"
+                                       "--search-compile-limit apply to PyTorch sources (file.py:factory, "
+                                       "package.module:factory, .pt2).")
         return None
     if not asked:  # --torch-device cuda alone: search at the feed's batch when the model allows it
-        return SearchSettings(auto=True) if backend is not None and backend.torch_device == "cuda" else None
+        if backend is not None and backend.torch_device == "cuda":
+            return SearchSettings(auto=True, compile_limit_s=limit)
+        return None
     if any(b < 1 for b in batches):
         raise InvalidArgumentError(f"--search-batch {','.join(map(str, batches))}: batch sizes must be >= 1.")
     for c in candidates:
@@ -240,7 +249,7 @@ def plan_search(export: ExportSettings | None, backend: BackendSettings | None, 
         raise InvalidArgumentError(f"--search-duration {duration}: must be > 0 s.")
     base = SearchSettings()
     return SearchSettings(batches=tuple(batches), candidates=tuple(candidates), precisions=tuple(precisions),
-                          duration_s=base.duration_s if duration is None else duration)
+                          duration_s=base.duration_s if duration is None else duration, compile_limit_s=limit)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,13 @@ Roles of the rows (what the docs tables compare, at equal precision):
 * ``beyond``: a change plain PyTorch users do not get from a flag (``linear=fp8``: FP8 matmuls with fused
   activation quantization).
 
+Compilation limit (``SearchSettings.compile_limit_s``, ``--search-compile-limit``, default 300 s): the first call of
+an inductor (torch.compile) configuration at a batch size, where it compiles, runs under a wall-clock alarm (SIGALRM, in
+the main thread only; elsewhere there is no limit). A configuration past it becomes a SKIPPED row saying so, at that
+batch and the larger ones, and dynamo's caches are reset; the search goes on with the next configuration. The alarm
+interrupts Python code, so one long call into C (a single kernel compile) can overrun the limit until it returns;
+an AOTInductor package compiles while it loads, which the limit does not cover.
+
 Best per batch: the lowest median latency (objective ``latency``) and the most items per second
 (``throughput``), among passing rows. The compute floor is the model's FLOPs at that batch (counted by
 ``torch.utils.flop_counter`` on the reference run) over the measured peak of an fp16 GEMM on this GPU.
@@ -25,7 +32,10 @@ Best per batch: the lowest median latency (objective ``latency``) and the most i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,7 +269,8 @@ def search_configurations(
     for cand in [REFERENCE, *cands]:
         if progress:
             progress(f"search: {cand.label}")
-        result.rows += _candidate_rows(cand, Path(str(source)), base, feeds, refs, result, compare, timing)
+        result.rows += _candidate_rows(cand, Path(str(source)), base, feeds, refs, result, compare, timing,
+                                       search.compile_limit_s)
     _fill_speedups(result)
     return result
 
@@ -267,11 +278,23 @@ def search_configurations(
 def _candidate_rows(
     cand: Candidate, source: Path, base: BackendSettings, feeds: Mapping[int, dict[str, np.ndarray]],
     refs: dict[int, dict[str, np.ndarray]], result: SearchResult, compare: CompareSettings, timing: TimingSettings,
+    compile_limit_s: float | None = None,
 ) -> list[SearchRow]:
     role = role_of(cand)
+    limit = compile_limit_s if cand.backend == "inductor" else None  # eager runs compile nothing; aoti at load
 
     def work(runner: Runner) -> list[SearchRow]:
-        return [_measure(runner, cand, role, b, feed, refs, result, compare, timing) for b, feed in feeds.items()]
+        rows: list[SearchRow] = []
+        timed_out = None
+        for b, feed in feeds.items():
+            if timed_out is not None:  # a larger batch would compile at least as long
+                rows.append(SearchRow(cand.label, cand.backend, cand.precision, role, b, Status.SKIPPED,
+                                      f"{timed_out} (at batch {rows[-1].batch})"))
+                continue
+            rows.append(_measure(runner, cand, role, b, feed, refs, result, compare, timing, limit))
+            if rows[-1].reason.startswith(_LIMIT_REASON):
+                timed_out = rows[-1].reason
+        return rows
 
     row, rows = use_runner(cand, source, base, work)
     if rows is None:
@@ -292,6 +315,7 @@ def _candidate_rows(
 def _measure(
     runner: Runner, cand: Candidate, role: str, batch: int, feed: dict[str, np.ndarray],
     refs: dict[int, dict[str, np.ndarray]], result: SearchResult, compare: CompareSettings, timing: TimingSettings,
+    compile_limit_s: float | None = None,
 ) -> SearchRow:
     from enginekit.bench.protocol import CPU_CLOCK, CUDA_CLOCK, make_step, run_protocol
     from enginekit.bench.result import Timing
@@ -305,7 +329,8 @@ def _measure(
     try:
         if role == "reference":
             result.flops[batch] = count_flops(runner, feed)
-        outputs = runner.infer(feed)
+        with _time_limit(compile_limit_s):  # the first call compiles
+            outputs = runner.infer(feed)
         if role == "reference":
             refs[batch] = outputs
         ref = refs.get(batch)
@@ -325,13 +350,71 @@ def _measure(
         row.timing = {"median_ms": lat.median_ms, "mean_ms": lat.mean_ms, "p99_ms": lat.p99_ms, "cv": lat.cv,
                       "items_per_s": t.items_per_s, "runs": t.runs, "clock": t.clock}
         row.unstable = unstable_warning(lat, timing.unstable_cv)
+    except _CompileTimeout as exc:
+        row.status, row.reason = Status.SKIPPED, f"{_LIMIT_REASON} {exc.seconds:g} s (--search-compile-limit)"
+        _reset_dynamo()
     except Exception as exc:  # noqa: BLE001 - one batch's failure (out of memory, a compile error) is its row's
-        log.debug("search: %s at batch %d failed", cand.label, batch, exc_info=True)
-        row.status, row.reason = classify(exc)
+        timeout = _cause(exc, _CompileTimeout)  # a backend that wrapped the alarm in its own error
+        if timeout is not None:
+            row.status, row.reason = Status.SKIPPED, f"{_LIMIT_REASON} {timeout.seconds:g} s (--search-compile-limit)"
+            _reset_dynamo()
+        else:
+            log.debug("search: %s at batch %d failed", cand.label, batch, exc_info=True)
+            row.status, row.reason = classify(exc)
     log.info("search: batch %d %s: %s, median %s ms, max abs err %s%s", batch, cand.label, row.status,
              None if row.median_ms is None else f"{row.median_ms:.4g}", row.max_abs_err,
              f" ({row.reason[:200]})" if row.reason else "")
     return row
+
+
+_LIMIT_REASON = "not measured: its compilation ran past the limit of"
+
+
+class _CompileTimeout(BaseException):  # noqa: N818 - like KeyboardInterrupt: torch's `except Exception` lets it by
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"compilation ran past {seconds:g} s")
+        self.seconds = seconds
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise _CompileTimeout in the block once ``seconds`` of wall time have passed (module doc); no limit for
+    None, or outside the main thread (signals are delivered there only)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise _CompileTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _cause(exc: BaseException, kind: type[_CompileTimeout]) -> _CompileTimeout | None:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _reset_dynamo() -> None:
+    """Forget the interrupted compilation (its caches may be half-written)."""
+    try:
+        import torch
+
+        torch._dynamo.reset()
+    except Exception:  # noqa: BLE001 - best effort: the next configuration recompiles anyway
+        log.debug("dynamo reset failed", exc_info=True)
 
 
 def _fill_speedups(result: SearchResult) -> None:

@@ -67,9 +67,16 @@ def _export_args(e: ExportSettings) -> list[str]:
 
 
 def _search_args(search: SearchSettings | None) -> list[str]:
-    if search is None or search.auto:  # an automatic search comes back from --torch-device cuda itself
+    if search is None:
         return []
-    args = ["--search-batch", ",".join(map(str, search.batches))] if search.batches else []
+    from enginekit.settings import SearchSettings
+
+    args = []
+    if search.compile_limit_s != SearchSettings().compile_limit_s:
+        args += ["--search-compile-limit", f"{search.compile_limit_s or 0.0!r}s"]
+    if search.auto:  # an automatic search comes back from --torch-device cuda itself
+        return args
+    args += ["--search-batch", ",".join(map(str, search.batches))] if search.batches else []
     args += [a for c in search.candidates for a in ("--search-candidate", c)]
     args += [a for p in search.precisions for a in ("--search-precision", p)]
     return args + ["--search-duration", f"{search.duration_s!r}s"]
