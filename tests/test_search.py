@@ -131,8 +131,8 @@ def test_an_automatic_search_skips_a_model_without_a_batch_axis(tmp_path: Path) 
 
 
 def test_a_compilation_past_the_limit_is_a_skipped_row_and_the_search_goes_on() -> None:
-    """inductor compiles convnet on CPU in seconds; a 20 ms limit interrupts it. The larger batch is skipped
-    without another attempt, the next configuration and a later search still compile and pass."""
+    """inductor compiles convnet on CPU in seconds; a 20 ms limit interrupts it while it loads, so every batch is
+    skipped; the next configuration and a later search still compile and pass."""
     import time
 
     backend = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cpu")
@@ -142,8 +142,8 @@ def test_a_compilation_past_the_limit_is_a_skipped_row_and_the_search_goes_on() 
                                                               compile_limit_s=0.02), backend, CompareSettings(), QUICK)
     slow = [r for r in res.rows if r.candidate == Candidate.parse(cands[0]).label]
     assert [r.status for r in slow] == ["skipped", "skipped"]
-    assert "ran past the limit of 0.02 s (--search-compile-limit)" in slow[0].reason
-    assert slow[1].reason.endswith("(at batch 1)") and slow[0].timing is None
+    assert all(r.reason.endswith("ran past the limit of 0.02 s (--search-compile-limit) while loading")
+               and r.timing is None for r in slow)
     assert [r.status for r in res.rows if r not in slow] == ["ok"] * 4  # eager rows are not limited
     assert res.best(1) is not None and res.best(1).candidate != slow[0].candidate  # type: ignore[union-attr]
     assert time.perf_counter() - t0 < 60
@@ -169,3 +169,80 @@ def test_the_compile_limit_option(tmp_path: Path) -> None:
         plan_optimize(CONV, inputs=["x:batch,3,16,16"], report_dir=tmp_path / "r", search_compile_limit=-1.0)
     with pytest.raises(InvalidArgumentError, match="apply to PyTorch sources"):
         plan_optimize(None, report_dir=tmp_path / "r", search_compile_limit=10.0)
+
+
+def test_the_limit_covers_the_compilation_at_load_and_keeps_batch_order() -> None:
+    """The inductor runner compiles while it loads, at the example shape (the feed's batch 2): a search at that batch
+    alone must hit the limit too. A timeout at batch 8 does not skip the smaller batch 1 listed after it."""
+    backend = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cpu")
+    cand = "inductor/mode=max-autotune-no-cudagraphs"
+    res = search_configurations(CONV, _feed(2), SearchSettings(batches=(2,), candidates=(cand,),
+                                                               compile_limit_s=0.02), backend, CompareSettings(), QUICK)
+    row = next(r for r in res.rows if r.candidate == Candidate.parse(cand).label)
+    assert row.status == "skipped" and row.reason.endswith("(--search-compile-limit) while loading")
+    from enginekit.pipeline import search as search_mod
+
+    rows = []
+    real = search_mod._measure
+
+    def fake(runner, cand, role, batch, *args):  # type: ignore[no-untyped-def]
+        if batch == 8:
+            r = SearchRow(cand.label, cand.backend, cand.precision, role, batch, "skipped",
+                          f"{search_mod._LIMIT_REASON} 1 s (--search-compile-limit)")
+        else:
+            r = real(runner, cand, role, batch, *args)
+        rows.append(batch)
+        return r
+
+    search_mod._measure = fake  # type: ignore[assignment]
+    try:
+        res = search_configurations(CONV, _feed(2), SearchSettings(batches=(8, 1, 16), candidates=("torch",)),
+                                    backend, CompareSettings(), QUICK)
+    finally:
+        search_mod._measure = real  # type: ignore[assignment]
+    torch_rows = {r.batch: r for r in res.rows if r.candidate == "torch"}
+    assert torch_rows[1].status == "ok" and torch_rows[16].reason.endswith("(at batch 8)")
+    assert torch_rows[16].status == "skipped" and 16 not in rows[3:]
+
+
+def test_the_alarm_restores_an_outer_timer_and_handler() -> None:
+    import signal
+    import time
+
+    from enginekit.pipeline.search import _CompileTimeout, _time_limit
+
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with _time_limit(5.0):
+            pass
+        assert 0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 0.3  # the outer timer runs on
+        time.sleep(0.4)
+        assert fired == [1]  # and its own handler got it
+        with pytest.raises(_CompileTimeout):
+            with _time_limit(0.01):
+                time.sleep(0.5)
+        assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_first_call_past_the_limit_is_a_skipped_row() -> None:
+    """The per-batch limit of _measure: a first call (a recompilation at a new batch size) that runs too long."""
+    import time
+
+    from enginekit.pipeline import search as search_mod
+
+    class Slow:
+        device = "cpu"
+
+        def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            time.sleep(1.0)
+            return {"y": feed["x"]}
+
+    res = SearchResult("cpu", (4,), ["inductor"])
+    row = search_mod._measure(Slow(), Candidate("inductor", "fp32"), "plain", 4, _feed(4), {4: {"y": _feed(4)["x"]}},
+                              res, CompareSettings(), QUICK, 0.05)  # type: ignore[arg-type]
+    assert row.status == "skipped" and row.reason == (f"{search_mod._LIMIT_REASON} 0.05 s (--search-compile-limit)")

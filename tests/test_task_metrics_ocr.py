@@ -111,3 +111,22 @@ def test_detector_against_label_maps_from_a_mask_folder(ocr_det_model: Path, tmp
     assert 0.3 < ref["miou"] < 1.0 and abs(fp16["miou"] - ref["miou"]) < 0.02  # text regions vs ink: real labels
     with pytest.raises(Exception, match="--masks pairs"):
         plan_optimize(ocr_det_model, dataset=images, masks=masks, task="ctc", report_dir=tmp_path / "x")
+
+
+def test_a_plain_image_folder_is_judged_by_agreement(ocr_det_model: Path, tmp_path: Path) -> None:
+    """--task segmentation on a folder of images without masks: label-free, fp16's masks vs fp32's."""
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    page = data.page()
+    for i, top in enumerate((0, 60)):
+        Image.fromarray(page[top:top + 128, :256]).save(folder / f"crop{i}.png")
+    result = _optimize(ocr_det_model, folder, tmp_path, task="segmentation", threshold=0.3,
+                       preprocess=["size=128,256", "mean=0.485,0.456,0.406", "std=0.229,0.224,0.225"])
+    assert result.passed, [(s.name, s.reason) for s in result.steps if s.status != "OK"]
+    step = next(s for s in result.steps if s.name == "task metrics")
+    assert "segmentation on 2 samples, against agreement with ort" in step.reason
+    fp16 = next(c for c in result.candidates if c.row.label == "ort:fp16").metrics
+    assert fp16 is not None and 0.97 <= fp16["miou"] <= 1.0

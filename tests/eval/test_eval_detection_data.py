@@ -62,7 +62,7 @@ def test_coco_folder_keeps_ids_sizes_and_only_the_loaded_images_annotations(fold
     ([{"id": 1, "file_name": "nope.png"}], "are not in"),
     ([{"id": 1, "file_name": "../escape.png"}], "not inside the images folder"),
     ([{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "c.png"}], "appears twice"),
-    ([{"id": "1", "file_name": "a.png"}], "integer 'id'"),
+    ([{"id": "1", "file_name": "a.png"}], "'id' must be an integer"),
     ([{"id": 1}], "file_name"),
     ([], "lists no images"),
     ([{"id": 1, "file_name": "a.png", "width": 50, "height": 64}], "would not fit"),
@@ -134,3 +134,48 @@ def test_scaling_back_is_what_makes_boxes_meet_original_pixel_annotations() -> N
     unscaled = decode_detections(pred, [1])[0].detections
     assert coco_summary(scaled, gt)["map"] == pytest.approx(1.0)
     assert coco_summary(unscaled, gt)["map"] == 0.0
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    ({"images": [{"id": 1}], "annotations": [{"image_id": 1, "bbox": [0, 0, 1], "category_id": 1}]}, "4 numbers"),
+    ({"images": [{"id": 1}], "annotations": [{"image_id": 1, "bbox": "abcd", "category_id": 1}]}, "4 numbers"),
+    ({"images": [{"id": 1}], "annotations": {"a": 1}}, "'annotations' must be a list of objects"),
+    ({"images": [{"id": 1}], "annotations": [3]}, "'annotations' must be a list of objects"),
+    ({"images": [{"id": 1}], "annotations": [{"image_id": "1", "bbox": [0, 0, 1, 1], "category_id": 1}]},
+     "'image_id' must be an integer"),
+    ({"images": [{"id": 1}], "categories": [1]}, "'categories' must be a list of objects"),
+    ({"images": [{"id": 1.5}]}, "image 'id' must be an integer"),
+    ({"images": [{"id": 1}], "annotations": [{"id": 4, "image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 1},
+                                             {"id": 4, "image_id": 1, "bbox": [0, 0, 2, 2], "category_id": 1}]},
+     "share ids"),
+])
+def test_malformed_coco_is_a_typed_error(data: dict[str, Any], match: str) -> None:
+    from enginekit.eval.detection import load_ground_truth
+
+    with pytest.raises(FeedError, match=match):
+        load_ground_truth(data)
+
+
+def test_missing_annotation_ids_never_collide_with_given_ones() -> None:
+    """Filled-in ids start above the largest given one: two boxes keep two ids, both found."""
+    from enginekit.eval.detection import load_ground_truth
+
+    gt = {"images": [{"id": 1}], "categories": [{"id": 1}],
+          "annotations": [{"image_id": 1, "bbox": [0, 0, 10, 10], "category_id": 1},
+                          {"id": 1, "image_id": 1, "bbox": [50, 50, 10, 10], "category_id": 1}]}
+    assert sorted(a["id"] for a in load_ground_truth(gt)["annotations"]) == [1, 2]
+    dets = [(1, [0, 0, 10, 10], 0.9, 1), (1, [50, 50, 10, 10], 0.8, 1)]
+    assert coco_summary(dets, gt)["map50"] == pytest.approx(1.0)
+
+
+def test_nothing_to_find_is_an_error_not_a_perfect_score() -> None:
+    from enginekit.eval.detection import ImageDetections, detection_task_metrics
+
+    empty = [ImageDetections(0, ()), ImageDetections(1, ())]
+    weak = [ImageDetections(0, ((0, [0.0, 0.0, 5.0, 5.0], 0.2, 1),)), ImageDetections(1, ())]
+    with pytest.raises(FeedError, match="no detection scoring at least 0.5"):
+        detection_task_metrics(weak, None, weak, 0.5)
+    gt = {"images": [{"id": 0}, {"id": 1}], "annotations": [], "categories": [{"id": 1}]}
+    with pytest.raises(FeedError, match="hold no boxes"):
+        detection_task_metrics(empty, gt, empty)
+    assert detection_task_metrics(weak, None, weak, 0.1)["map"].value() == pytest.approx(1.0)

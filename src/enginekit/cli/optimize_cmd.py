@@ -99,8 +99,9 @@ def optimize(
         "--search-duration", help="PyTorch sources: how long each configuration is timed at each batch (default "
         "1s, after a 0.5s warm-up).", show_default=False)] = None,
     search_compile_limit: Annotated[str | None, typer.Option(
-        "--search-compile-limit", help="PyTorch sources: a configuration whose compilation (its first call at a "
-        "batch size) takes longer is skipped at that batch and the larger ones (default 300s; 0: no limit).",
+        "--search-compile-limit", help="PyTorch sources: an inductor configuration whose compilation (while it "
+        "loads, or on its first call at a batch size) takes longer is skipped, with the reason (default 300s; 0: no "
+        "limit).",
         show_default=False)] = None,
     preprocess: Annotated[list[str] | None, typer.Option(
         "--preprocess", help="Image-folder --dataset: KEY=VALUE preprocessing (size=224,224, "

@@ -72,6 +72,9 @@ def load_coco_folder(
     by_id = {int(im["id"]): im for im in gt["images"]}
     for (image_id, name), (h, w) in zip(entries, sizes, strict=True):
         im = by_id[image_id]
+        for key in ("height", "width"):
+            if key in im and (isinstance(im[key], bool) or not isinstance(im[key], (int, float))):
+                raise FeedError(f"{where}: image {name!r} has {key} {im[key]!r}, not a number of pixels.")
         if ("height" in im and int(im["height"]) != h) or ("width" in im and int(im["width"]) != w):
             raise FeedError(f"{where}: image {name!r} is {w}x{h} pixels, the JSON says {im.get('width')}x"
                             f"{im.get('height')}; the boxes would not fit it.")

@@ -55,19 +55,54 @@ def load_ground_truth(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         data = dict(source)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise FeedError("COCO ground truth needs an 'images' list (and 'annotations', 'categories').")
-    anns = []
-    for i, ann in enumerate(data.get("annotations", []), start=1):
-        a = dict(ann)
+    images = [dict(im) for im in _dicts(data["images"], "images")]
+    for im in images:
+        _whole(im, "id", "image")
+    raw = data.get("annotations", [])
+    anns = [dict(a) for a in _dicts([] if raw is None else raw, "annotations")]
+    given = [_whole(a, "id", "annotation") for a in anns if "id" in a]
+    if len(set(given)) != len(given):
+        dup = sorted({i for i in given if given.count(i) > 1})
+        raise FeedError(f"COCO annotations share ids {dup[:5]}; each annotation needs its own id.")
+    next_id = max(given, default=0) + 1
+    for i, a in enumerate(anns, start=1):
         if "bbox" not in a or "image_id" not in a or "category_id" not in a:
-            raise FeedError(f"COCO annotation {i} lacks 'bbox', 'image_id' or 'category_id': {ann!r}.")
-        x, y, w, h = (float(v) for v in a["bbox"])
+            raise FeedError(f"COCO annotation {i} lacks 'bbox', 'image_id' or 'category_id': {a!r}.")
+        _whole(a, "image_id", f"annotation {i}")
+        _whole(a, "category_id", f"annotation {i}")
+        box = a["bbox"]
+        if not isinstance(box, (list, tuple)) or len(box) != 4 \
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+            raise FeedError(f"COCO annotation {i}: 'bbox' must be 4 numbers [x, y, w, h], got {box!r}.")
+        x, y, w, h = (float(v) for v in box)
         a["bbox"] = [x, y, w, h]
         a.setdefault("area", w * h)
         a.setdefault("iscrowd", 0)
-        a.setdefault("id", i)
-        anns.append(a)
+        if "id" not in a:
+            a["id"], next_id = next_id, next_id + 1
     cats = data.get("categories") or [{"id": c} for c in sorted({a["category_id"] for a in anns})]
-    return {"images": [dict(im) for im in data["images"]], "annotations": anns, "categories": list(cats)}
+    cats = [dict(c) for c in _dicts(cats, "categories")]
+    for c in cats:
+        _whole(c, "id", "category")
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def _dicts(value: Any, key: str) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise FeedError(f"COCO ground truth: '{key}' must be a list of objects, got {str(value)[:80]!r}.")
+    return value
+
+
+def _whole(item: Mapping[str, Any], key: str, what: str) -> int:
+    value = item.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FeedError(f"COCO ground truth: {what} {key!r} must be an integer, got {value!r}.")
+    return value
+
+
+def ground_truth_boxes(ground_truth: Mapping[str, Any]) -> int:
+    """The boxes mAP is computed against: annotations that are not crowd regions."""
+    return sum(1 for a in ground_truth.get("annotations", []) if not a.get("iscrowd"))
 
 
 def _as_records(detections: Iterable[Detection | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -303,7 +338,7 @@ def _image_boxes(pred: Any, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         raise FeedError(f"Detections of sample {i}: {exc}") from exc
     except FeedError as exc:
         raise FeedError(f"Detections of sample {i}: {exc.message}. Per image, return {{'boxes': [N, 4] x1,y1,x2,y2, "
-                        "'scores': [N], 'labels': [N]}} or an [N, 6] array x1,y1,x2,y2,score,label.") from None
+                        "'scores': [N], 'labels': [N]} or an [N, 6] array x1,y1,x2,y2,score,label.") from None
     if not boxes.shape[0] == scores.shape[0] == labels.shape[0]:
         raise FeedError(f"Detections of sample {i}: {boxes.shape[0]} boxes, {scores.shape[0]} scores, "
                         f"{labels.shape[0]} labels.")
@@ -346,6 +381,14 @@ def detection_task_metrics(candidate: Sequence[ImageDetections], ground_truth: M
     the reference's detections scoring at least ``score_threshold`` (agreement)."""
     flat = [d for image in candidate for d in image.detections]
     if ground_truth is not None:
+        if not ground_truth_boxes(load_ground_truth(ground_truth)):
+            raise FeedError("The COCO annotations of the evaluated images hold no boxes (crowd regions aside): "
+                            "there is nothing to find, so mAP is undefined.")
         return detection_sample_metrics(flat, ground_truth)
     ref = [d for image in reference for d in image.detections]
-    return detection_agreement_sample_metrics(flat, ref, [image.image_id for image in reference], score_threshold)
+    ids = [image.image_id for image in reference]
+    if not ground_truth_boxes(detections_as_ground_truth(ref, ids, score_threshold)):
+        raise FeedError(f"The reference found no detection scoring at least {score_threshold:g} (--threshold) in "
+                        f"the {len(ids)} images, so there is nothing to agree with: lower --threshold, check the "
+                        "post-processing hook, or give annotations.")
+    return detection_agreement_sample_metrics(flat, ref, ids, score_threshold)

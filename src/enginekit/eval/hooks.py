@@ -4,7 +4,7 @@ outputs to the task's predictions.
 The function is called once per batch with the outputs by name (``dict[str, np.ndarray]``, axis 0 = the batch's
 samples) and returns that batch's predictions: an array whose axis 0 is the samples (scores, label maps), or a
 list with one entry per sample (decoded texts, a detector's boxes per image). :func:`run_postprocess` checks the
-count and joins the batches (arrays along axis 0, lists end to end).
+count and joins the batches (arrays along axis 0 when their other dims agree; otherwise, and lists, end to end).
 
 The file is the user's own code, named on the command line: it is imported like a ``file.py:factory`` model
 source (its folder first on ``sys.path`` meanwhile, so it can import its neighbours; ``sys.argv`` is ``[file]``),
@@ -108,8 +108,8 @@ def run_postprocess(fn: PostProcess, batches: Iterable[dict[str, np.ndarray]], n
         parts.append(pred)
     if not parts:
         raise FeedError(f"Post-processing hook {name!r}: no batches to process.")
-    if all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts, axis=0)
+    if all(isinstance(p, np.ndarray) for p in parts) and len({p.shape[1:] for p in parts}) == 1:
+        return np.concatenate(parts, axis=0)  # (batches of differently padded arrays are joined as lists below)
     out: list[Any] = []
     for p in parts:
         out.extend(list(p))

@@ -232,7 +232,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None,
         failed = judge({c.label: rows[c] for c in ordered if c in rows}, state["scores"], ref.label,
                        truth, parse_gates(list(settings.gates)), task)
         state["gate_failed"] = set(failed)
-        what = "labels" if ds.has_labels else f"agreement with {ref.label}'s predictions (no labels)"
+        what = "labels" if truth is not None else f"agreement with {ref.label}'s predictions (no labels)"
         step.reason = (f"{settings.task} on {len(ds)} samples, against {what}; 95 % paired bootstrap intervals of "
                        f"each metric's difference from {ref.label}")
         if settings.gates:

@@ -17,10 +17,11 @@ Roles of the rows (what the docs tables compare, at equal precision):
 * ``beyond``: a change plain PyTorch users do not get from a flag (``linear=fp8``: FP8 matmuls with fused
   activation quantization).
 
-Compilation limit (``SearchSettings.compile_limit_s``, ``--search-compile-limit``, default 300 s): the first call of
-an inductor (torch.compile) configuration at a batch size, where it compiles, runs under a wall-clock alarm (SIGALRM, in
-the main thread only; elsewhere there is no limit). A configuration past it becomes a SKIPPED row saying so, at that
-batch and the larger ones, and dynamo's caches are reset; the search goes on with the next configuration. The alarm
+Compilation limit (``SearchSettings.compile_limit_s``, ``--search-compile-limit``, default 300 s): an inductor
+(torch.compile) configuration compiles while it loads (at the example shape) and again on its first call at another
+batch size; each of these runs under a wall-clock alarm (SIGALRM, in the main thread only; elsewhere there is no
+limit), the timed loops do not. A configuration past it becomes a SKIPPED row saying so (at every batch when its
+load ran over; else at that batch and the larger ones), and dynamo's caches are reset; the search goes on. The alarm
 interrupts Python code, so one long call into C (a single kernel compile) can overrun the limit until it returns;
 an AOTInductor package compiles while it loads, which the limit does not cover.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -283,21 +285,36 @@ def _candidate_rows(
     role = role_of(cand)
     limit = compile_limit_s if cand.backend == "inductor" else None  # eager runs compile nothing; aoti at load
 
+    loading: list[_Alarm | None] = [None]
+
     def work(runner: Runner) -> list[SearchRow]:
+        if loading[0] is not None:
+            loading[0].cancel()  # loaded (compiled at the example shape) in time: the timed loops are not limited
         rows: list[SearchRow] = []
-        timed_out = None
+        timed_out: tuple[int, str] | None = None
         for b, feed in feeds.items():
-            if timed_out is not None:  # a larger batch would compile at least as long
+            if timed_out is not None and b >= timed_out[0]:  # a batch as large compiles at least as long
                 rows.append(SearchRow(cand.label, cand.backend, cand.precision, role, b, Status.SKIPPED,
-                                      f"{timed_out} (at batch {rows[-1].batch})"))
+                                      f"{timed_out[1]} (at batch {timed_out[0]})"))
                 continue
             rows.append(_measure(runner, cand, role, b, feed, refs, result, compare, timing, limit))
-            if rows[-1].reason.startswith(_LIMIT_REASON):
-                timed_out = rows[-1].reason
+            if rows[-1].reason.startswith(_LIMIT_REASON) and timed_out is None:
+                timed_out = (b, rows[-1].reason)
         return rows
 
-    row, rows = use_runner(cand, source, base, work)
+    try:
+        with _time_limit(limit) as alarm:  # the inductor runner compiles while it loads, at the example shape
+            loading[0] = alarm
+            row, rows = use_runner(cand, source, base, work)
+    except _CompileTimeout as exc:
+        _reset_dynamo()
+        reason = f"{_LIMIT_REASON} {exc.seconds:g} s (--search-compile-limit) while loading"
+        return [SearchRow(cand.label, cand.backend, cand.precision, role, b, Status.SKIPPED, reason) for b in feeds]
     if rows is None:
+        if _TIMEOUT_TEXT in row.reason:  # a backend that wrapped the alarm in its own error while loading
+            _reset_dynamo()
+            row.status = Status.SKIPPED
+            row.reason = f"{_LIMIT_REASON} {limit:g} s (--search-compile-limit) while loading"
         rows = [SearchRow(cand.label, cand.backend, cand.precision, role, b, row.status, row.reason)
                 for b in feeds]
     for r in rows:
@@ -370,30 +387,48 @@ def _measure(
 _LIMIT_REASON = "not measured: its compilation ran past the limit of"
 
 
+_TIMEOUT_TEXT = "compilation ran past"
+
+
 class _CompileTimeout(BaseException):  # noqa: N818 - like KeyboardInterrupt: torch's `except Exception` lets it by
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"compilation ran past {seconds:g} s")
+        super().__init__(f"{_TIMEOUT_TEXT} {seconds:g} s")
         self.seconds = seconds
 
 
+class _Alarm:
+    """The armed limit of one :func:`_time_limit` block; ``cancel()`` disarms it early."""
+
+    def cancel(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 @contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise _CompileTimeout in the block once ``seconds`` of wall time have passed (module doc); no limit for
-    None, or outside the main thread (signals are delivered there only)."""
+def _time_limit(seconds: float | None) -> Iterator[_Alarm | None]:
+    """Raise _CompileTimeout in the block once ``seconds`` of wall time have passed (module doc); no limit (None
+    yielded) for None/0, or outside the main thread (signals are delivered there only). The previous SIGALRM
+    handler and any timer armed outside are restored afterwards (the outer one with its remaining time)."""
     if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
+        yield None
         return
 
     def alarm(signum: int, frame: Any) -> None:
         raise _CompileTimeout(seconds)
 
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    previous = signal.getsignal(signal.SIGALRM)
+    outer, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    started = time.monotonic()
+    signal.signal(signal.SIGALRM, alarm)
     try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            yield _Alarm()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:  # also when the alarm fired inside the inner finally
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if outer > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-6), outer_interval)
 
 
 def _cause(exc: BaseException, kind: type[_CompileTimeout]) -> _CompileTimeout | None:
