@@ -91,3 +91,25 @@ def test_a_dataset_without_labels_is_judged_by_agreement(tmp_path: Path) -> None
     assert ov is not None and ov["labels"] is False and ov["top1_agreement"] == 1.0
     step = next(s for s in result.steps if s.name == "task metrics")
     assert "agreement with ort" in step.reason
+
+
+@pytest.mark.parametrize("gates", [[], ["accuracy>=-1pp"]])
+def test_without_scikit_learn_metrics_skip_and_gates_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          gates: list[str]) -> None:
+    """No metric without its library: the task metrics step is skipped naming the package, but a gate that cannot
+    be judged fails the run (never a silent pass)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    settings = plan_optimize(None, backends=["ort"], report_dir=tmp_path / "rep", gates=gates,
+                             dataset=digits.test_data_path())
+    from dataclasses import replace
+
+    result = optimize(replace(settings, timing=FAST))
+    step = next(s for s in result.steps if s.name == "task metrics")
+    assert "scikit-learn" in step.reason and "enginekit[metrics]" in step.reason
+    assert next(s for s in result.steps if s.name == "run ort").status == "OK"
+    if gates:
+        assert step.status == "FAIL" and not result.passed and result.exit_code == 1
+    else:
+        assert step.status == "SKIPPED" and result.passed

@@ -179,3 +179,20 @@ def test_nothing_to_find_is_an_error_not_a_perfect_score() -> None:
     with pytest.raises(FeedError, match="hold no boxes"):
         detection_task_metrics(empty, gt, empty)
     assert detection_task_metrics(weak, None, weak, 0.1)["map"].value() == pytest.approx(1.0)
+
+
+def test_resamples_without_ground_truth_are_left_out_of_the_interval() -> None:
+    """One image of four holds the only box, so (3/4)^4 = 32 % of the resamples draw none of it. Those have no mAP
+    (NaN), not a difference of 0 that would pull the interval towards 'no change'."""
+    from enginekit.eval.bootstrap import paired_bootstrap_ci
+    from enginekit.eval.detection import detection_sample_metrics
+
+    gt = {"images": [{"id": i} for i in range(4)], "categories": [{"id": 1}],
+          "annotations": [{"image_id": 0, "bbox": [0, 0, 10, 10], "category_id": 1}]}
+    good = detection_sample_metrics([(0, [0, 0, 10, 10], 0.9, 1)], gt)["map"]
+    bad = detection_sample_metrics([(0, [5, 5, 10, 10], 0.9, 1)], gt)["map"]
+    assert np.isnan(good.fn(good.per_sample[1:]))  # type: ignore[misc]
+    boot = paired_bootstrap_ci(bad.per_sample, good.per_sample, bad.fn, n=400, seed=0)
+    d = boot.difference
+    assert d.estimate == pytest.approx(-1.0) and d.high == pytest.approx(-1.0)  # every defined resample loses it all
+    assert np.isfinite([d.low, d.high, boot.candidate.low, boot.reference.high]).all()

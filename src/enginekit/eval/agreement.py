@@ -3,6 +3,10 @@
 ``top1_agreement``: share of samples whose top-1 class is the same for both. With scores [N, C] on both sides
 also ``top{k}_agreement``: share of samples whose reference top-1 class is among the candidate's k best.
 As gate metrics their reference value is 1 on every sample (the reference agrees with itself).
+
+The values are scikit-learn's with the reference's top-1 class as the label: ``accuracy_score`` for top-1
+agreement, ``top_k_accuracy_score`` (``labels=np.arange(C)``) for top-k; the per-sample forms the bootstrap
+resamples are checked against them (:mod:`enginekit.eval.classification`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 
 from enginekit.errors import FeedError
 from enginekit.eval.bootstrap import SampleMetric
-from enginekit.eval.classification import predicted_labels, topk_correct_per_sample
+from enginekit.eval.classification import predicted_labels, sklearn_metrics, top_k_accuracy, topk_correct_per_sample
 
 
 @dataclass(frozen=True)
@@ -59,22 +63,32 @@ def topk_agreement_per_sample(candidate: np.ndarray, reference: np.ndarray, k: i
 def agreement_metrics(candidate: np.ndarray, reference: np.ndarray, top_k: Sequence[int] = (5,)) -> AgreementMetrics:
     """Top-1 agreement; top-k agreement for each k in ``top_k`` below the class count when the candidate has scores."""
     samples = agreement_sample_metrics(candidate, reference, top_k)
-    top1 = samples["top1_agreement"].per_sample
+    top1 = samples["top1_agreement"]
     topk = {int(name[3:-len("_agreement")]): m.value() for name, m in samples.items() if name != "top1_agreement"}
-    return AgreementMetrics(samples=int(top1.shape[0]), top1_agreement=float(np.mean(top1)),
-                            disagreements=int(np.sum(~top1)), topk_agreement=topk)
+    return AgreementMetrics(samples=len(top1), top1_agreement=top1.value(),
+                            disagreements=int(np.sum(~top1.per_sample)), topk_agreement=topk)
 
 
 def agreement_sample_metrics(
     candidate: np.ndarray, reference: np.ndarray, top_k: Sequence[int] = (5,)
 ) -> dict[str, SampleMetric]:
-    """Per-sample agreement metrics of the candidate, by gate metric name (see :func:`reference_agreement`)."""
-    cand = np.asarray(candidate)
-    out = {"top1_agreement": SampleMetric(top1_agreement_per_sample(cand, reference))}
+    """Per-sample agreement metrics of the candidate, by gate metric name (see :func:`reference_agreement`), each
+    carrying scikit-learn's value (module doc)."""
+    cand, ref = np.asarray(candidate), np.asarray(reference)
+    top1 = top1_agreement_per_sample(cand, ref)
+    ref_top1 = predicted_labels(ref)
+    try:
+        library = float(sklearn_metrics("agreement metrics").accuracy_score(ref_top1, predicted_labels(cand)))
+    except ValueError as exc:  # e.g. predicted "labels" that are not class indices
+        raise FeedError(f"scikit-learn cannot compare the candidate's predictions with the reference's: {exc}") from exc
+    out = {"top1_agreement": SampleMetric(top1, library_value=library, name="top1_agreement",
+                                          library="sklearn.metrics.accuracy_score")}
     if cand.ndim == 2:
         for k in top_k:
             if 1 < k < cand.shape[1]:
-                out[f"top{k}_agreement"] = SampleMetric(topk_agreement_per_sample(cand, reference, k))
+                out[f"top{k}_agreement"] = SampleMetric(
+                    topk_agreement_per_sample(cand, ref, k), library_value=top_k_accuracy(cand, ref_top1, k),
+                    name=f"top{k}_agreement", library="sklearn.metrics.top_k_accuracy_score")
     return out
 
 

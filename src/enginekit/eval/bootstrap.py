@@ -4,6 +4,13 @@ A metric is computed from a per-sample array (axis 0 = samples): the mean of 0/1
 or any function of the rows (macro precision from ``[prediction, label]`` rows). *Paired*: each resample draws
 one set of sample indices and applies it to the candidate's and the reference's arrays alike, so the interval
 is that of ``metric(candidate) - metric(reference)`` on the same samples. Percentile intervals, seeded.
+
+The reported value of a classification, agreement or segmentation metric is scikit-learn's (detection's rows
+re-do pycocotools' own accumulation: :mod:`enginekit.eval.detection`): its :class:`SampleMetric` carries that
+``library_value``, and its per-sample function, which the bootstrap applies to every resample because calling the
+library 1000 times per metric would be too slow, is checked to give the same value on the full sample (to
+``LIBRARY_TOLERANCE``) when the SampleMetric is made. A disagreement is a bug in enginekit and raises
+:class:`~enginekit.errors.InternalError` naming the metric: it is never reported.
 """
 
 from __future__ import annotations
@@ -13,9 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enginekit.errors import FeedError, InvalidArgumentError
+from enginekit.errors import FeedError, InternalError, InvalidArgumentError
 
 MetricFn = Callable[[np.ndarray], float]
+
+# the largest difference allowed between a library's value and the per-sample function's on the full sample
+LIBRARY_TOLERANCE = 1e-9
 
 # indices drawn at once by the vectorized mean path (resamples x samples)
 _CHUNK_ELEMENTS = 4_000_000
@@ -23,16 +33,43 @@ _CHUNK_ELEMENTS = 4_000_000
 
 @dataclass(frozen=True)
 class SampleMetric:
-    """A metric as a per-sample array and the function that reduces it (None: the mean over axis 0)."""
+    """A metric as a per-sample array and the function that reduces it (None: the mean over axis 0).
+
+    ``library_value``: the metric on the full sample as a library computes it (``library`` names the function, for
+    messages), which :meth:`value` reports. Construction checks that the per-sample function on the full sample
+    agrees with it (module doc); ``name`` is the metric's, for that check's error.
+    """
 
     per_sample: np.ndarray
     fn: MetricFn | None = None
+    library_value: float | None = None
+    name: str = ""
+    library: str = ""
+
+    def __post_init__(self) -> None:
+        if self.library_value is not None:
+            check_library_value(self.name or "metric", _apply(self.fn, self.per_sample), self.library_value,
+                                self.library)
 
     def __len__(self) -> int:
         return int(self.per_sample.shape[0])
 
     def value(self) -> float:
+        if self.library_value is not None:
+            return float(self.library_value)
         return _apply(self.fn, self.per_sample)
+
+
+def check_library_value(name: str, own: float, library_value: float, library: str = "") -> None:
+    """Raise InternalError unless ``own`` (enginekit's per-sample form on the full sample) equals ``library_value``
+    to ``LIBRARY_TOLERANCE`` (equal infinities agree; NaN agrees with nothing)."""
+    own, lib = float(own), float(library_value)
+    if own == lib or abs(own - lib) <= LIBRARY_TOLERANCE:
+        return
+    source = library or "the library"
+    raise InternalError(f"Metric {name!r}: enginekit's per-sample form gives {own!r} on the full sample, "
+                        f"{source} gives {lib!r} (they must agree to {LIBRARY_TOLERANCE:g}); this is a bug in "
+                        "enginekit, the metric is not reported.")
 
 
 @dataclass(frozen=True)
@@ -119,10 +156,16 @@ def paired_bootstrap_ci(
     _check(cand, ref, n, level)
     rng = np.random.default_rng(seed)
     cvals, rvals = _resampled_values(cand, ref, metric_fn, n, rng)
+    # a resample on which the metric is undefined on either side (NaN: e.g. mAP of images without ground truth)
+    # has no difference to give; the interval is that of the others (the estimate alone if none has one)
+    defined = ~(np.isnan(cvals) | np.isnan(rvals))
+    cvals, rvals = cvals[defined], rvals[defined]
     tail = (1.0 - level) / 2.0 * 100.0
     qs = [tail, 100.0 - tail]
 
     def interval(estimate: float, values: np.ndarray) -> Interval:
+        if values.size == 0:
+            return Interval(estimate=estimate, low=estimate, high=estimate)
         low, high = np.percentile(values, qs)
         return Interval(estimate=estimate, low=float(low), high=float(high))
 

@@ -1,4 +1,4 @@
-"""Sequence (OCR / CTC) metrics (pure numpy): greedy CTC decoding, exact-match accuracy, edit distances.
+"""Sequence (OCR / CTC) metrics: greedy CTC decoding, exact-match accuracy, edit distances by rapidfuzz.
 
 A CTC recogniser (PaddleOCR's PP-OCR, CRNN) outputs per-frame class scores [N, T, C]; greedy decoding takes the
 best class of every frame, collapses repeats and drops the blank (``ctc_greedy_decode``). Sequences are lists
@@ -14,16 +14,21 @@ Per-sample metrics (:func:`sequence_sample_metrics`), by gate metric name:
   exceed 1). Its per-sample rows are ``[edits, target length]`` and its function sums them, so the bootstrap
   resamples whole samples.
 
+Every Levenshtein distance (insertions, deletions and substitutions, each costing 1) is rapidfuzz's
+``rapidfuzz.distance.Levenshtein.distance``, of strings or of sequences of class indices alike; the sums and means
+above are numpy's over those distances.
+
 Without labels, the targets are the reference's decoded sequences (agreement); the reference's own side is
 ``sequence_sample_metrics(ref, ref)`` (accuracy 1, distances 0 on every sample).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from enginekit.deps import require
 from enginekit.errors import FeedError
 from enginekit.eval.bootstrap import SampleMetric
 
@@ -87,19 +92,18 @@ def sequences_to_text(sequences: Sequence[Sequence[int]], table: Sequence[str]) 
     return out
 
 
+def _levenshtein() -> Callable[..., int]:
+    """``rapidfuzz.distance.Levenshtein.distance``, or MissingDependencyError naming ``enginekit[metrics]``."""
+    require("rapidfuzz", purpose="edit distances of sequence (CTC) outputs")
+    from rapidfuzz.distance import Levenshtein
+
+    distance: Callable[..., int] = Levenshtein.distance
+    return distance
+
+
 def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions, each costing 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return len(a)
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, start=1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance (insertions, deletions, substitutions, each costing 1), by rapidfuzz."""
+    return int(_levenshtein()(a, b))
 
 
 def _char_error_rate(rows: np.ndarray) -> float:
@@ -119,12 +123,17 @@ def sequence_sample_metrics(
                         "and outputs disagree.")
     if not pred_sequences:
         raise FeedError("The dataset has no samples.")
+    distance = _levenshtein()
     exact = np.empty(len(pred_sequences), dtype=bool)
     normalized = np.empty(len(pred_sequences), dtype=np.float64)
     rows = np.empty((len(pred_sequences), 2), dtype=np.float64)
     for i, (pred, target) in enumerate(zip(pred_sequences, target_sequences, strict=True)):
         p, t = list(pred), list(target)
-        edits = edit_distance(p, t)
+        if p and t and isinstance(p[0], str) != isinstance(t[0], str):
+            # rapidfuzz would compare the index 97 with "a" (a one-character string) by its code point: equal
+            raise FeedError(f"Sample {i}: the prediction {p[:5]!r} and the target {t[:5]!r} hold different kinds "
+                            "of elements; compare text with text and class indices with class indices.")
+        edits = int(distance(p, t))
         exact[i] = p == t
         longest = max(len(p), len(t))
         normalized[i] = edits / longest if longest else 0.0

@@ -25,7 +25,7 @@ import importlib
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,8 @@ class _Table:
     fp: list[np.ndarray]  # per category: [T, D] unmatched and not ignored
     npig: np.ndarray  # [images, K] non-ignored ground truth boxes
     has_entry: np.ndarray  # [images, K] COCOeval has an entry (ground truth or detections) for the pair
+    # (map, map50) by the drawn images' counts: map and map50 of a bootstrap see the same resamples (same seed)
+    cache: dict[bytes, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -238,13 +240,27 @@ def _table(ev: Any) -> _Table:
     return _Table(n_img, image, tp, fp, npig, has_entry)
 
 
-def _precision(rows: np.ndarray) -> np.ndarray:
-    """COCO's interpolated precision [K valid, T, R] of the images in ``rows`` (with repeats)."""
+_CACHE_ENTRIES = 4096
+
+
+def _summary(rows: np.ndarray) -> tuple[float, float]:
+    """(mAP@[.5:.95], mAP@.5) of the images in ``rows`` (with repeats); NaN when they hold no ground truth."""
     if rows.shape[0] == 0:
         raise FeedError("Detection metrics need at least one image.")
     table: _Table = rows[0].table
     counts = np.bincount(np.fromiter((r.index for r in rows), dtype=np.int64, count=rows.shape[0]),
                          minlength=table.images)
+    key = counts.tobytes()
+    if key not in table.cache:
+        if len(table.cache) >= _CACHE_ENTRIES:
+            table.cache.clear()
+        prec = _precision(table, counts)
+        table.cache[key] = (float(prec.mean()), float(prec[:, 0].mean())) if prec.size else (np.nan, np.nan)
+    return table.cache[key]
+
+
+def _precision(table: _Table, counts: np.ndarray) -> np.ndarray:
+    """COCO's interpolated precision [K valid, T, R] of the images drawn ``counts`` times each."""
     drawn = counts > 0
     out = []
     for k in range(len(table.image)):
@@ -275,15 +291,14 @@ def _precision(rows: np.ndarray) -> np.ndarray:
 
 
 def coco_map(rows: np.ndarray) -> float:
-    """mAP@[.5:.95] of per-image rows (module doc); -1 when the images hold no ground truth (as COCOeval)."""
-    prec = _precision(rows)
-    return float(prec.mean()) if prec.size else -1.0
+    """mAP@[.5:.95] of per-image rows (module doc); NaN when the images hold no ground truth (COCOeval says -1: a
+    bootstrap resample that drew only such images has no value, rather than a perfect difference of 0)."""
+    return _summary(rows)[0]
 
 
 def coco_map50(rows: np.ndarray) -> float:
-    """mAP@.5 of per-image rows (module doc); -1 when the images hold no ground truth (as COCOeval)."""
-    prec = _precision(rows)
-    return float(prec[:, 0].mean()) if prec.size else -1.0
+    """mAP@.5 of per-image rows (module doc); NaN when the images hold no ground truth (see coco_map)."""
+    return _summary(rows)[1]
 
 
 def detection_sample_metrics(detections: Iterable[Detection | Mapping[str, Any]],

@@ -1,4 +1,4 @@
-"""Semantic segmentation metrics (pure numpy) and datasets of images with label-map masks.
+"""Semantic segmentation metrics (scikit-learn's) and datasets of images with label-map masks.
 
 Model outputs become label maps [N, H, W] (:func:`predicted_masks`):
 
@@ -16,8 +16,18 @@ Per-sample metrics (:func:`segmentation_sample_metrics`), by gate metric name, a
 * ``foreground_iou`` (two classes only): the IoU of class 1 alone (text, for a text detector), which the
   large background class does not inflate.
 
+The reported values are scikit-learn's, on the labelled pixels of all images at once: the per-class IoU is
+``sklearn.metrics.jaccard_score(target, pred, labels=present, average=None)`` with ``present`` the classes found in
+the targets or predictions (``sklearn.utils.multiclass.unique_labels``), ``miou`` their mean (what
+``average="macro"`` gives), ``foreground_iou`` class 1's entry, ``pixel_accuracy`` ``accuracy_score``. With no
+labelled pixel, or (``foreground_iou``) no pixel of class 1 on either side, the value is 1.0 (nothing to get
+wrong), which scikit-learn does not define.
+
 Their per-sample rows are per-image counts (intersection and union per class; correct and labelled pixels), and
-their functions sum the rows before dividing, so the paired bootstrap resamples whole images.
+their functions sum the rows before dividing, so the paired bootstrap resamples whole images. The counts are
+numpy's ``bincount`` over all images at once (sklearn's ``confusion_matrix`` image by image measured 4-5 times
+slower on 100 images of 256x256, about 90 times slower on 500 images of 32x32); on the full sample each function
+must give scikit-learn's value to 1e-9, or the metric raises InternalError (:mod:`enginekit.eval.bootstrap`).
 Pixels whose target is ``ignore_index`` count nowhere. Without labels the targets are the reference's predicted
 masks (agreement): :func:`segmentation_sample_metrics` (candidate outputs, reference outputs converted by
 :func:`predicted_masks`); the reference's own side is the same call with the reference on both sides (1 everywhere).
@@ -28,11 +38,14 @@ masks being label maps (8- or 16-bit gray, or palette PNGs whose indices are the
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from enginekit.deps import require
 from enginekit.errors import FeedError, InvalidArgumentError
 from enginekit.eval.bootstrap import SampleMetric
 from enginekit.eval.datasets import Dataset
@@ -122,6 +135,38 @@ def pixel_accuracy(pixel_rows: np.ndarray) -> float:
     return float(correct / total) if total > 0 else 1.0
 
 
+@dataclass(frozen=True)
+class LibraryValues:
+    """scikit-learn's segmentation metrics on all labelled pixels (module doc)."""
+
+    miou: float
+    pixel_accuracy: float
+    class_iou: dict[int, float]  # classes present in the targets or predictions
+
+
+def library_values(pred: np.ndarray, target: np.ndarray, ignore_index: int | None = None) -> LibraryValues:
+    """mIoU, pixel accuracy and per-class IoU of label maps by scikit-learn, over the pixels whose target is not
+    ``ignore_index`` (module doc); MissingDependencyError naming ``enginekit[metrics]`` without scikit-learn."""
+    require("sklearn", purpose="segmentation metrics")
+    metrics = importlib.import_module("sklearn.metrics")
+    multiclass = importlib.import_module("sklearn.utils.multiclass")
+    t, p = np.asarray(target).reshape(-1), np.asarray(pred).reshape(-1)
+    if ignore_index is not None:
+        valid = t != ignore_index
+        t, p = t[valid], p[valid]
+    if t.size == 0:
+        return LibraryValues(miou=1.0, pixel_accuracy=1.0, class_iou={})
+    # the smallest integer type that holds every class: scikit-learn's sorting and encoding run twice as fast on
+    # uint8 as on int64 (measured on 6.5M pixels: 0.9 s instead of 1.7 s)
+    small = np.result_type(*(np.min_scalar_type(int(v)) for v in (t.min(), t.max(), p.min(), p.max())))
+    t, p = t.astype(small, copy=False), p.astype(small, copy=False)
+    present = np.asarray(multiclass.unique_labels(t, p))
+    per_class = np.asarray(metrics.jaccard_score(t, p, labels=present, average=None, zero_division=0),
+                           dtype=np.float64)
+    return LibraryValues(miou=float(np.mean(per_class)), pixel_accuracy=float(metrics.accuracy_score(t, p)),
+                         class_iou={int(c): float(v) for c, v in zip(present, per_class, strict=True)})
+
+
 def segmentation_sample_metrics(
     pred_masks_or_logits: np.ndarray,
     target_masks: np.ndarray,
@@ -148,9 +193,14 @@ def segmentation_sample_metrics(
     elif num_classes < 1:
         raise InvalidArgumentError(f"num_classes must be at least 1, got {num_classes}.")
     iou_rows, pixel_rows = confusion_counts(pred, target, num_classes, ignore_index)
-    out = {"miou": SampleMetric(iou_rows, mean_iou), "pixel_accuracy": SampleMetric(pixel_rows, pixel_accuracy)}
+    lib = library_values(pred, target, ignore_index)
+    jaccard = "sklearn.metrics.jaccard_score"
+    out = {"miou": SampleMetric(iou_rows, mean_iou, library_value=lib.miou, name="miou", library=jaccard),
+           "pixel_accuracy": SampleMetric(pixel_rows, pixel_accuracy, library_value=lib.pixel_accuracy,
+                                          name="pixel_accuracy", library="sklearn.metrics.accuracy_score")}
     if num_classes == 2:
-        out["foreground_iou"] = SampleMetric(iou_rows, _class_iou(1))
+        out["foreground_iou"] = SampleMetric(iou_rows, _class_iou(1), library_value=lib.class_iou.get(1, 1.0),
+                                             name="foreground_iou", library=jaccard)
     return out
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from enginekit.compare.per_precision import settings_for_precision
+from enginekit.errors import MissingDependencyError
 from enginekit.multirun import BackendRow, Candidate, check_backend_settings, compare_rows, use_runner
 from enginekit.pipeline.candidates import (
     batch_size,
@@ -193,7 +194,10 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None,
                 if scores is not None:
                     ds = state["dataset"]
                     if settings.task == "classification" and ds.has_labels:
-                        cres.metrics = classification_metrics(scores, ds.labels).to_dict()
+                        try:
+                            cres.metrics = classification_metrics(scores, ds.labels).to_dict()
+                        except MissingDependencyError:  # the task metrics step skips, naming the package
+                            pass
                     state.setdefault("scores", {})[cand.label] = scores
             if row.status == Status.SKIPPED:
                 raise StepSkipped(row.reason)
@@ -229,8 +233,13 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None,
         ds = state["dataset"]
         task = Task(settings.task, settings.threshold, settings.ctc_blank)
         truth = ds.annotations if settings.task == "detection" else ds.targets
-        failed = judge({c.label: rows[c] for c in ordered if c in rows}, state["scores"], ref.label,
-                       truth, parse_gates(list(settings.gates)), task)
+        try:
+            failed = judge({c.label: rows[c] for c in ordered if c in rows}, state["scores"], ref.label,
+                           truth, parse_gates(list(settings.gates)), task)
+        except MissingDependencyError as exc:
+            if settings.gates:  # a gate that cannot be judged must not let the run pass
+                raise StepFailed(f"the gates {', '.join(settings.gates)} could not be judged: {exc}") from exc
+            raise  # no metrics without their library: the step is skipped with the package to install
         state["gate_failed"] = set(failed)
         what = "labels" if truth is not None else f"agreement with {ref.label}'s predictions (no labels)"
         step.reason = (f"{settings.task} on {len(ds)} samples, against {what}; 95 % paired bootstrap intervals of "
