@@ -166,6 +166,8 @@ def test_every_candidate_row_with_errors_latency_and_metrics(demo_doc: Doc) -> N
                 iv = (r["metrics"].get("intervals") or {}).get(name)
                 if iv is None:
                     assert text == fmt(r["metrics"][name])
+                elif iv["difference"] == iv["low"] == iv["high"] == 0:  # no difference on any resample
+                    assert text.endswith("(Δ 0)")
                 else:
                     assert text.endswith(f"(Δ {iv['difference']:+.4g} [{iv['low']:+.4g}, {iv['high']:+.4g}])")
         else:

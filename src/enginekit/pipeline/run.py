@@ -249,7 +249,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None,
         if failed:
             raise StepFailed(f"failed a gate: {', '.join(failed)}")
 
-    if settings.dataset is not None:
+    if settings.dataset is not None or (settings.model is None and settings.export is None):  # or the example's
         pipe.step("task metrics", task_metrics, required=False, always=True)
 
     def search(step: StepResult) -> None:

@@ -111,11 +111,14 @@ def _signed(x: float) -> str:
 
 
 def interval_text(row: Mapping[str, Any], name: str) -> str:
-    """"(Δ -0.002778 [-0.008333, +0])": the row's difference from the reference and its interval; "" without one."""
+    """"(Δ -0.002778 [-0.008333, +0])": the row's difference from the reference and its interval ("(Δ 0)" when both
+    are exactly 0); "" without one."""
     iv = _interval(row, name)
     if iv is None:
         return ""
     d, low, high = iv
+    if d == low == high == 0:  # the same value on every resample: the predictions agree where it matters
+        return "(Δ 0)"
     return f"(Δ {_signed(d)} [{_signed(low)}, {_signed(high)}])"
 
 
