@@ -129,3 +129,60 @@ def test_per_image_hook_output_becomes_flat_detections() -> None:
     flat = per_image_detections(per_image, image_ids=[1, 2])
     assert [d[0] for d in flat] == [1, 1, 2]
     assert detection_sample_metrics(flat, GT)["map"].value() == 1.0
+
+
+# COCOeval's accumulate written per category, as readable as pycocotools' own: the vectorised _accumulate must
+# give the same numbers on any resample
+def _precision(table: Any, counts: np.ndarray) -> np.ndarray:
+    """COCO's interpolated precision [K valid, T, R] of the images drawn ``counts`` times each."""
+    drawn = counts > 0
+    out = []
+    for k in range(len(table.image)):
+        if not table.has_entry[drawn, k].any():
+            continue
+        npig = int(counts @ table.npig[:, k])
+        if npig == 0:
+            continue
+        w = counts[table.image[k]]
+        keep = w > 0
+        w = w[keep].astype(np.float64)
+        tp = np.cumsum(table.tp[k][:, keep] * w, axis=1)
+        fp = np.cumsum(table.fp[k][:, keep] * w, axis=1)
+        q = np.zeros((tp.shape[0], np.linspace(0.0, 1.0, 101).shape[0]))
+        nd = tp.shape[1]
+        if nd:
+            rc = tp / npig
+            pr = tp / (fp + tp + np.spacing(1))
+            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+            for t in range(tp.shape[0]):
+                inds = np.searchsorted(rc[t], np.linspace(0.0, 1.0, 101), side="left")
+                ok = inds < nd
+                q[t, ok] = pr[t, inds[ok]]
+        out.append(q)
+    if not out:
+        return np.zeros((0, 0, 0))
+    return np.stack(out)
+
+
+def test_the_vectorised_accumulation_equals_the_per_category_one() -> None:
+    from enginekit.eval.detection import _accumulate
+
+    rng = np.random.default_rng(3)
+    gt: dict[str, Any] = {"images": [{"id": i} for i in range(60)], "categories": [{"id": c} for c in range(7)],
+                          "annotations": []}
+    dets = []
+    for i in range(60):
+        for _ in range(int(rng.integers(0, 5))):
+            c, (x, y), (w, h) = int(rng.integers(0, 7)), rng.uniform(0, 200, 2), rng.uniform(5, 60, 2)
+            gt["annotations"].append({"image_id": i, "category_id": c, "bbox": [x, y, w, h],
+                                      "iscrowd": int(rng.uniform() < 0.05)})
+            if rng.uniform() < 0.8:  # some boxes missed, some found loosely, some false alarms
+                dets.append((i, [x + rng.normal(0, 4), y + rng.normal(0, 4), w, h], float(rng.uniform()), c))
+        if rng.uniform() < 0.3:
+            dets.append((i, [10.0, 10.0, 20.0, 20.0], float(rng.uniform()), int(rng.integers(0, 7))))
+    table = detection_sample_metrics(dets, gt)["map"].per_sample[0].table
+    for _ in range(40):
+        counts = np.bincount(rng.integers(0, 60, 60), minlength=60)
+        prec = _precision(table, counts)
+        want = (prec.mean(), prec[:, 0].mean()) if prec.size else (np.nan, np.nan)
+        assert _accumulate(table, counts) == pytest.approx(want, abs=1e-12, nan_ok=True)

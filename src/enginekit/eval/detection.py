@@ -194,6 +194,11 @@ class _Table:
     fp: list[np.ndarray]  # per category: [T, D] unmatched and not ignored
     npig: np.ndarray  # [images, K] non-ignored ground truth boxes
     has_entry: np.ndarray  # [images, K] COCOeval has an entry (ground truth or detections) for the pair
+    # every category's detections end to end (category order, then their accumulation order), for _summary
+    all_image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [D]
+    all_tp: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [T, D]
+    all_fp: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [T, D]
+    category: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [D] the detection's category
     # (map, map50) by the drawn images' counts: map and map50 of a bootstrap see the same resamples (same seed)
     cache: dict[bytes, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -237,7 +242,12 @@ def _table(ev: Any) -> _Table:
             image.append(np.zeros(0, dtype=np.int64))
             tp.append(np.zeros((n_iou, 0), dtype=bool))
             fp.append(np.zeros((n_iou, 0), dtype=bool))
-    return _Table(n_img, image, tp, fp, npig, has_entry)
+    category = np.concatenate([np.full(a.shape[0], k, dtype=np.int64) for k, a in enumerate(image)]) if image \
+        else np.zeros(0, np.int64)
+    cat_tp = np.concatenate(tp, axis=1) if tp else np.zeros((n_iou, 0), bool)
+    cat_fp = np.concatenate(fp, axis=1) if fp else np.zeros((n_iou, 0), bool)
+    all_image = np.concatenate(image) if image else np.zeros(0, np.int64)
+    return _Table(n_img, image, tp, fp, npig, has_entry, all_image, cat_tp, cat_fp, category)
 
 
 _CACHE_ENTRIES = 4096
@@ -254,40 +264,47 @@ def _summary(rows: np.ndarray) -> tuple[float, float]:
     if key not in table.cache:
         if len(table.cache) >= _CACHE_ENTRIES:
             table.cache.clear()
-        prec = _precision(table, counts)
-        table.cache[key] = (float(prec.mean()), float(prec[:, 0].mean())) if prec.size else (np.nan, np.nan)
+        table.cache[key] = _accumulate(table, counts)
     return table.cache[key]
 
 
-def _precision(table: _Table, counts: np.ndarray) -> np.ndarray:
-    """COCO's interpolated precision [K valid, T, R] of the images drawn ``counts`` times each."""
-    drawn = counts > 0
-    out = []
-    for k in range(len(table.image)):
-        if not table.has_entry[drawn, k].any():
-            continue
-        npig = int(counts @ table.npig[:, k])
-        if npig == 0:
-            continue
-        w = counts[table.image[k]]
-        keep = w > 0
-        w = w[keep].astype(np.float64)
-        tp = np.cumsum(table.tp[k][:, keep] * w, axis=1)
-        fp = np.cumsum(table.fp[k][:, keep] * w, axis=1)
-        q = np.zeros((tp.shape[0], _RECALL_THRESHOLDS.shape[0]))
-        nd = tp.shape[1]
-        if nd:
-            rc = tp / npig
-            pr = tp / (fp + tp + np.spacing(1))
-            pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
-            for t in range(tp.shape[0]):
-                inds = np.searchsorted(rc[t], _RECALL_THRESHOLDS, side="left")
-                ok = inds < nd
-                q[t, ok] = pr[t, inds[ok]]
-        out.append(q)
-    if not out:
-        return np.zeros((0, 0, 0))
-    return np.stack(out)
+def _accumulate(table: _Table, counts: np.ndarray) -> tuple[float, float]:
+    """(mAP@[.5:.95], mAP@.5) of the images drawn ``counts`` times each: COCOeval's accumulate for all categories at
+    once. Categories become segments of one array; per-segment cumulative sums subtract the sum before the
+    segment, the precision envelope (a suffix maximum) runs on values shifted down by 2 per segment so a later
+    segment never reaches into an earlier one (a rounding of ~1e-14), and each detection adds its precision once per
+    recall threshold it is the first to reach. Equal to COCOeval (tested)."""
+    npig = counts @ table.npig  # [K] non-ignored ground truth of the drawn images
+    valid = npig > 0  # COCOeval leaves out categories without ground truth
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid == 0:
+        return (np.nan, np.nan)
+    w = counts[table.all_image].astype(np.float64)
+    keep = (w > 0) & valid[table.category]
+    n_t, n_r = table.all_tp.shape[0], _RECALL_THRESHOLDS.shape[0]
+    if not keep.any():  # valid categories without a drawn detection: precision 0 everywhere
+        return (0.0, 0.0)
+    w, cat = w[keep], table.category[keep]
+    tp = np.cumsum(table.all_tp[:, keep] * w, axis=1)
+    fp = np.cumsum(table.all_fp[:, keep] * w, axis=1)
+    starts = np.flatnonzero(np.r_[True, cat[1:] != cat[:-1]])  # first element of each segment
+    seg = np.repeat(np.arange(starts.shape[0]), np.diff(np.r_[starts, cat.shape[0]]))  # segment ordinal of each element
+    before_tp = np.where(starts > 0, tp[:, np.maximum(starts - 1, 0)], 0.0)  # [T, S] cumulative sum before it
+    before_fp = np.where(starts > 0, fp[:, np.maximum(starts - 1, 0)], 0.0)
+    tp -= before_tp[:, seg]
+    fp -= before_fp[:, seg]
+    rc = tp / npig[cat]
+    pr = tp / (fp + tp + np.spacing(1))
+    shift = 2.0 * seg
+    pr = np.maximum.accumulate((pr - shift)[:, ::-1], axis=1)[:, ::-1] + shift
+    # COCO takes, for threshold r, the precision at the first detection whose recall reaches r: detection j answers
+    # the thresholds in (recall of j-1, recall of j] (from its segment's start on), and unanswered ones count 0
+    upto = np.searchsorted(_RECALL_THRESHOLDS, rc, side="right")  # [T, D] thresholds <= each recall
+    before = np.zeros_like(upto)
+    before[:, 1:] = upto[:, :-1]
+    before[:, starts] = 0
+    found = (pr * (upto - before)).sum(axis=1)  # [T]
+    return (float(found.sum()) / (n_valid * n_t * n_r), float(found[0]) / (n_valid * n_r))
 
 
 def coco_map(rows: np.ndarray) -> float:
