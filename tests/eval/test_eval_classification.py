@@ -34,3 +34,16 @@ def test_mismatched_lengths_and_float_labels_are_user_errors() -> None:
         classification_metrics(np.zeros((3, 2)), np.array([0, 1]))
     with pytest.raises(FeedError, match="integers"):
         classification_metrics(np.zeros((2, 2)), np.array([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("offset", [0, -5, 1 << 21])  # small ids are counted directly, others through np.unique
+def test_macro_precision_recall_rows_equal_scikit_learn_for_any_class_ids(offset: int) -> None:
+    from enginekit.eval.classification import macro_precision_recall
+
+    rng = np.random.default_rng(offset & 0xFFFF)
+    labels = rng.integers(0, 12, 300) + offset
+    preds = np.where(rng.uniform(size=300) < 0.7, labels, rng.integers(0, 15, 300) + offset)
+    p, r = macro_precision_recall(np.stack([preds, labels], axis=1))
+    classes = np.union1d(preds, labels)
+    assert p == pytest.approx(precision_score(labels, preds, labels=classes, average="macro", zero_division=0))
+    assert r == pytest.approx(recall_score(labels, preds, labels=classes, average="macro", zero_division=0))

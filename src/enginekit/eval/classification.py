@@ -161,8 +161,12 @@ def topk_correct_per_sample(scores: np.ndarray, labels: np.ndarray, k: int) -> n
     scores, labels = _check_topk(scores, labels, k)
     if k >= scores.shape[1]:
         return np.ones(labels.shape[0], dtype=bool)
-    order = np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
-    return np.asarray((order == labels[:, None]).any(axis=1))
+    # the label's rank without sorting: classes scoring more, plus classes scoring the same with a higher index
+    rows = np.arange(labels.shape[0])
+    own = scores[rows, labels][:, None]
+    above = np.count_nonzero(scores > own, axis=1)
+    above += np.count_nonzero((scores == own) & (np.arange(scores.shape[1])[None, :] > labels[:, None]), axis=1)
+    return np.asarray(above < k)
 
 
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -182,15 +186,22 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
 def macro_precision_recall(pairs: np.ndarray) -> tuple[float, float]:
     """Macro precision and recall of rows ``[prediction, label]`` [N, 2], same rules as classification_metrics."""
     preds, labels = pairs[:, 0], pairs[:, 1]
-    classes, inverse = np.unique(np.concatenate([preds, labels]), return_inverse=True)
-    p_idx, l_idx = inverse[: preds.shape[0]], inverse[preds.shape[0]:]
-    size = classes.shape[0]
+    low, high = (int(pairs.min()), int(pairs.max())) if pairs.size else (0, 0)
+    if low >= 0 and high < _DIRECT_INDEX_LIMIT:  # class ids index the counts directly (no sort per resample)
+        p_idx, l_idx, size = preds, labels, high + 1
+    else:
+        classes, inverse = np.unique(np.concatenate([preds, labels]), return_inverse=True)
+        p_idx, l_idx, size = inverse[: preds.shape[0]], inverse[preds.shape[0]:], classes.shape[0]
     tp = np.bincount(p_idx[p_idx == l_idx], minlength=size).astype(np.float64)
     predicted = np.bincount(p_idx, minlength=size).astype(np.float64)
     actual = np.bincount(l_idx, minlength=size).astype(np.float64)
-    precision = np.divide(tp, predicted, out=np.zeros(size), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros(size), where=actual > 0)
+    present = (predicted > 0) | (actual > 0)  # the classes in labels or predictions
+    precision = np.divide(tp, predicted, out=np.zeros(size), where=predicted > 0)[present]
+    recall = np.divide(tp, actual, out=np.zeros(size), where=actual > 0)[present]
     return float(precision.mean()), float(recall.mean())
+
+
+_DIRECT_INDEX_LIMIT = 1 << 20
 
 
 def _macro_precision(pairs: np.ndarray) -> float:
