@@ -135,19 +135,17 @@ def test_per_image_hook_output_becomes_flat_detections() -> None:
 # give the same numbers on any resample
 def _precision(table: Any, counts: np.ndarray) -> np.ndarray:
     """COCO's interpolated precision [K valid, T, R] of the images drawn ``counts`` times each."""
-    drawn = counts > 0
     out = []
-    for k in range(len(table.image)):
-        if not table.has_entry[drawn, k].any():
-            continue
+    for k in range(table.npig.shape[1]):
         npig = int(counts @ table.npig[:, k])
-        if npig == 0:
+        if npig == 0:  # COCOeval leaves out a category without ground truth in the drawn images
             continue
-        w = counts[table.image[k]]
+        mine = table.category == k
+        w = counts[table.image[mine]]
         keep = w > 0
         w = w[keep].astype(np.float64)
-        tp = np.cumsum(table.tp[k][:, keep] * w, axis=1)
-        fp = np.cumsum(table.fp[k][:, keep] * w, axis=1)
+        tp = np.cumsum(table.tp[:, mine][:, keep] * w, axis=1)
+        fp = np.cumsum(table.fp[:, mine][:, keep] * w, axis=1)
         q = np.zeros((tp.shape[0], np.linspace(0.0, 1.0, 101).shape[0]))
         nd = tp.shape[1]
         if nd:

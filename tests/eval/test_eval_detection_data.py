@@ -61,7 +61,7 @@ def test_coco_folder_keeps_ids_sizes_and_only_the_loaded_images_annotations(fold
 @pytest.mark.parametrize(("images", "match"), [
     ([{"id": 1, "file_name": "nope.png"}], "are not in"),
     ([{"id": 1, "file_name": "../escape.png"}], "not inside the images folder"),
-    ([{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "c.png"}], "appears twice"),
+    ([{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "c.png"}], "share ids"),
     ([{"id": "1", "file_name": "a.png"}], "'id' must be an integer"),
     ([{"id": 1}], "file_name"),
     ([], "lists no images"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from enginekit.errors import FeedError
 from enginekit.eval.datasets import Dataset, restrict_annotations
@@ -21,18 +22,12 @@ from enginekit.eval.preprocess import Preprocess
 from enginekit.tensors import TensorSpec
 
 
-def _entries(ground_truth: dict[str, object], where: str) -> list[tuple[int, str]]:
-    images = ground_truth["images"]
-    assert isinstance(images, list)
+def _entries(ground_truth: dict[str, Any], where: str) -> list[tuple[int, str]]:
+    """(id, file_name) of every image, in id order (ids are checked by load_ground_truth)."""
     out: list[tuple[int, str]] = []
-    seen: set[int] = set()
-    for i, im in enumerate(images):
-        if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or isinstance(im.get("id"), bool) \
-                or not isinstance(im.get("id"), int):
-            raise FeedError(f"{where}: image entry {i} needs an integer 'id' and a 'file_name', got {im!r}.")
-        if im["id"] in seen:
-            raise FeedError(f"{where}: image id {im['id']} appears twice.")
-        seen.add(im["id"])
+    for i, im in enumerate(ground_truth["images"]):
+        if not isinstance(im.get("file_name"), str):
+            raise FeedError(f"{where}: image entry {i} needs a 'file_name', got {im!r}.")
         out.append((int(im["id"]), im["file_name"]))
     if not out:
         raise FeedError(f"{where} lists no images.")

@@ -24,6 +24,7 @@ import contextlib
 import importlib
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,13 +57,15 @@ def load_ground_truth(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise FeedError("COCO ground truth needs an 'images' list (and 'annotations', 'categories').")
     images = [dict(im) for im in _dicts(data["images"], "images")]
-    for im in images:
-        _whole(im, "id", "image")
+    image_ids = [_whole(im, "id", "image") for im in images]
+    if len(set(image_ids)) != len(image_ids):
+        dup = sorted(i for i, n in Counter(image_ids).items() if n > 1)
+        raise FeedError(f"COCO images share ids {dup[:5]}; each image needs its own id.")
     raw = data.get("annotations", [])
     anns = [dict(a) for a in _dicts([] if raw is None else raw, "annotations")]
     given = [_whole(a, "id", "annotation") for a in anns if "id" in a]
     if len(set(given)) != len(given):
-        dup = sorted({i for i in given if given.count(i) > 1})
+        dup = sorted(i for i, n in Counter(given).items() if n > 1)
         raise FeedError(f"COCO annotations share ids {dup[:5]}; each annotation needs its own id.")
     next_id = max(given, default=0) + 1
     for i, a in enumerate(anns, start=1):
@@ -186,19 +189,15 @@ def coco_summary(detections: Iterable[Detection | Mapping[str, Any]],
 
 @dataclass(frozen=True)
 class _Table:
-    """One side's matches, per category in COCO's accumulation order (image order, then score, mergesort)."""
+    """One side's matches in COCO's accumulation order (per category: image order, then score, mergesort)."""
 
     images: int
-    image: list[np.ndarray]  # per category: image index of each detection [D]
-    tp: list[np.ndarray]  # per category: [T, D] matched and not ignored
-    fp: list[np.ndarray]  # per category: [T, D] unmatched and not ignored
     npig: np.ndarray  # [images, K] non-ignored ground truth boxes
-    has_entry: np.ndarray  # [images, K] COCOeval has an entry (ground truth or detections) for the pair
-    # every category's detections end to end (category order, then their accumulation order), for _summary
-    all_image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [D]
-    all_tp: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [T, D]
-    all_fp: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # [T, D]
-    category: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [D] the detection's category
+    # every category's detections end to end: category order, then COCO's accumulation order within it
+    image: np.ndarray  # [D] the detection's image index
+    category: np.ndarray  # [D] the detection's category index
+    tp: np.ndarray  # [T, D] matched and not ignored
+    fp: np.ndarray  # [T, D] unmatched and not ignored
     # (map, map50) by the drawn images' counts: map and map50 of a bootstrap see the same resamples (same seed)
     cache: dict[bytes, tuple[float, float]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -214,16 +213,14 @@ class ImageRow:
 def _table(ev: Any) -> _Table:
     p = ev.params
     n_img, n_area, n_iou = len(p.imgIds), len(p.areaRng), len(p.iouThrs)
-    image, tp, fp = [], [], []
+    image, category, tp, fp = [], [], [], []
     npig = np.zeros((n_img, len(p.catIds)), dtype=np.int64)
-    has_entry = np.zeros((n_img, len(p.catIds)), dtype=bool)
     for k in range(len(p.catIds)):
         idx, scores, matched, ignored = [], [], [], []
         for i in range(n_img):
             e = ev.evalImgs[k * n_area * n_img + i]  # area range 0 is "all"; maxDets[-1] (100) already applied
             if e is None:
                 continue
-            has_entry[i, k] = True
             npig[i, k] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
             d = len(e["dtScores"][:MAX_DETS])
             idx.append(np.full(d, i, dtype=np.int64))
@@ -231,23 +228,18 @@ def _table(ev: Any) -> _Table:
             matched.append(np.asarray(e["dtMatches"][:, :MAX_DETS]).reshape(n_iou, d) > 0)
             ignored.append(np.asarray(e["dtIgnore"][:, :MAX_DETS]).reshape(n_iou, d).astype(bool))
         if idx:
-            s = np.concatenate(scores)
-            order = np.argsort(-s, kind="mergesort")
+            order = np.argsort(-np.concatenate(scores), kind="mergesort")
             m = np.concatenate(matched, axis=1)[:, order]
             ig = np.concatenate(ignored, axis=1)[:, order]
             image.append(np.concatenate(idx)[order])
+            category.append(np.full(order.shape[0], k, dtype=np.int64))
             tp.append(m & ~ig)
             fp.append(~m & ~ig)
-        else:
-            image.append(np.zeros(0, dtype=np.int64))
-            tp.append(np.zeros((n_iou, 0), dtype=bool))
-            fp.append(np.zeros((n_iou, 0), dtype=bool))
-    category = np.concatenate([np.full(a.shape[0], k, dtype=np.int64) for k, a in enumerate(image)]) if image \
-        else np.zeros(0, np.int64)
-    cat_tp = np.concatenate(tp, axis=1) if tp else np.zeros((n_iou, 0), bool)
-    cat_fp = np.concatenate(fp, axis=1) if fp else np.zeros((n_iou, 0), bool)
-    all_image = np.concatenate(image) if image else np.zeros(0, np.int64)
-    return _Table(n_img, image, tp, fp, npig, has_entry, all_image, cat_tp, cat_fp, category)
+    if not image:
+        return _Table(n_img, npig, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((n_iou, 0), bool),
+                      np.zeros((n_iou, 0), bool))
+    return _Table(n_img, npig, np.concatenate(image), np.concatenate(category), np.concatenate(tp, axis=1),
+                  np.concatenate(fp, axis=1))
 
 
 _CACHE_ENTRIES = 4096
@@ -279,14 +271,14 @@ def _accumulate(table: _Table, counts: np.ndarray) -> tuple[float, float]:
     n_valid = int(np.count_nonzero(valid))
     if n_valid == 0:
         return (np.nan, np.nan)
-    w = counts[table.all_image].astype(np.float64)
+    w = counts[table.image].astype(np.float64)
     keep = (w > 0) & valid[table.category]
-    n_t, n_r = table.all_tp.shape[0], _RECALL_THRESHOLDS.shape[0]
+    n_t, n_r = table.tp.shape[0], _RECALL_THRESHOLDS.shape[0]
     if not keep.any():  # valid categories without a drawn detection: precision 0 everywhere
         return (0.0, 0.0)
     w, cat = w[keep], table.category[keep]
-    tp = np.cumsum(table.all_tp[:, keep] * w, axis=1)
-    fp = np.cumsum(table.all_fp[:, keep] * w, axis=1)
+    tp = np.cumsum(table.tp[:, keep] * w, axis=1)
+    fp = np.cumsum(table.fp[:, keep] * w, axis=1)
     starts = np.flatnonzero(np.r_[True, cat[1:] != cat[:-1]])  # first element of each segment
     seg = np.repeat(np.arange(starts.shape[0]), np.diff(np.r_[starts, cat.shape[0]]))  # segment ordinal of each element
     before_tp = np.where(starts > 0, tp[:, np.maximum(starts - 1, 0)], 0.0)  # [T, S] cumulative sum before it

@@ -36,9 +36,7 @@ def scan_image_folder(root: str | Path) -> tuple[tuple[str, ...], list[tuple[Pat
         raise FeedError(f"Image folder {str(root)!r} has no class folders; expected ROOT/CLASS_NAME/image.png.")
     samples: list[tuple[Path, int]] = []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir()
-                       if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
-        samples.extend((f, label) for f in files)
+        samples.extend((f, label) for f in list_images(root / name))
     if not samples:
         raise FeedError(f"Image folder {str(root)!r} has no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders.")
     return classes, samples
@@ -112,11 +110,12 @@ def input_size(batch: np.ndarray, pre: Preprocess) -> tuple[int, int]:
                                                                                     int(batch.shape[2]))
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """The images directly in ``root``, by name (hidden files and other suffixes ignored)."""
+def list_images(root: str | Path, what: str = "Image") -> list[Path]:
+    """The images directly in ``root``, by name (hidden files and other suffixes ignored); FeedError naming the
+    ``what`` folder when it is not a folder."""
     root = Path(root)
     if not root.is_dir():
-        raise FeedError(f"Image folder {str(root)!r} is not a folder.")
+        raise FeedError(f"{what} folder {str(root)!r} is not a folder.")
     return sorted(p for p in root.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
 
 

@@ -49,7 +49,7 @@ from enginekit.deps import require
 from enginekit.errors import FeedError, InvalidArgumentError
 from enginekit.eval.bootstrap import SampleMetric
 from enginekit.eval.datasets import Dataset
-from enginekit.eval.image_folder import IMAGE_SUFFIXES
+from enginekit.eval.image_folder import IMAGE_SUFFIXES, list_images
 from enginekit.eval.preprocess import Preprocess, _pillow, load_image
 from enginekit.tensors import TensorSpec
 
@@ -207,16 +207,13 @@ def segmentation_sample_metrics(
 # --- datasets ------------------------------------------------------------------------------------------------
 
 
-def _images_by_stem(folder: Path, what: str, suffixes: Sequence[str]) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise FeedError(f"{what} folder {str(folder)!r} is not a folder.")
+def _images_by_stem(folder: Path, what: str) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in suffixes:
-            if path.stem in out:
-                raise FeedError(f"{what} folder {str(folder)!r} has two files with the stem {path.stem!r}: "
-                                f"{out[path.stem].name} and {path.name}.")
-            out[path.stem] = path
+    for path in list_images(folder, what):
+        if path.stem in out:
+            raise FeedError(f"{what} folder {str(folder)!r} has two files with the stem {path.stem!r}: "
+                            f"{out[path.stem].name} and {path.name}.")
+        out[path.stem] = path
     return out
 
 
@@ -254,8 +251,8 @@ def load_mask_folder(
     from enginekit.eval.image_folder import image_input
 
     spec, pre = image_input(specs, preprocess, limit, "A mask dataset")
-    image_files = _images_by_stem(Path(images), "Images", IMAGE_SUFFIXES)
-    mask_files = _images_by_stem(Path(masks), "Masks", IMAGE_SUFFIXES)
+    image_files = _images_by_stem(Path(images), "Images")
+    mask_files = _images_by_stem(Path(masks), "Masks")
     if not image_files:
         raise FeedError(f"Images folder {str(images)!r} has no images ({', '.join(IMAGE_SUFFIXES)}).")
     missing = [s for s in image_files if s not in mask_files]

@@ -45,7 +45,6 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None,
     """
     from enginekit.compare import validate_tolerance_names
     from enginekit.data import prepare_feed
-    from enginekit.eval.classification import classification_metrics
     from enginekit.fileutil import check_writable_folder
     from enginekit.graph.inspect import summarize_model
     from enginekit.graph.io import input_specs, output_specs
@@ -191,13 +190,7 @@ def optimize(settings: OptimizeSettings, command: Sequence[str] | None = None,
             rows[cand] = cres
             if value is not None:
                 row.outputs, row.infer_s, cres.timing, scores = value
-                if scores is not None:
-                    ds = state["dataset"]
-                    if settings.task == "classification" and ds.has_labels:
-                        try:
-                            cres.metrics = classification_metrics(scores, ds.labels).to_dict()
-                        except MissingDependencyError:  # the task metrics step skips, naming the package
-                            pass
+                if scores is not None:  # judged, with every candidate's, by the task metrics step
                     state.setdefault("scores", {})[cand.label] = scores
             if row.status == Status.SKIPPED:
                 raise StepSkipped(row.reason)

@@ -308,13 +308,13 @@ def _candidate_rows(
             row, rows = use_runner(cand, source, base, work)
     except _CompileTimeout as exc:
         _reset_dynamo()
-        reason = f"{_LIMIT_REASON} {exc.seconds:g} s (--search-compile-limit) while loading"
-        return [SearchRow(cand.label, cand.backend, cand.precision, role, b, Status.SKIPPED, reason) for b in feeds]
+        return [SearchRow(cand.label, cand.backend, cand.precision, role, b, Status.SKIPPED,
+                          _limit_reason(exc.seconds, " while loading")) for b in feeds]
     if rows is None:
         if _TIMEOUT_TEXT in row.reason:  # a backend that wrapped the alarm in its own error while loading
             _reset_dynamo()
             row.status = Status.SKIPPED
-            row.reason = f"{_LIMIT_REASON} {limit:g} s (--search-compile-limit) while loading"
+            row.reason = _limit_reason(limit or 0.0, " while loading")
         rows = [SearchRow(cand.label, cand.backend, cand.precision, role, b, row.status, row.reason)
                 for b in feeds]
     for r in rows:
@@ -367,13 +367,10 @@ def _measure(
         row.timing = {"median_ms": lat.median_ms, "mean_ms": lat.mean_ms, "p99_ms": lat.p99_ms, "cv": lat.cv,
                       "items_per_s": t.items_per_s, "runs": t.runs, "clock": t.clock}
         row.unstable = unstable_warning(lat, timing.unstable_cv)
-    except _CompileTimeout as exc:
-        row.status, row.reason = Status.SKIPPED, f"{_LIMIT_REASON} {exc.seconds:g} s (--search-compile-limit)"
-        _reset_dynamo()
-    except Exception as exc:  # noqa: BLE001 - one batch's failure (out of memory, a compile error) is its row's
-        timeout = _cause(exc, _CompileTimeout)  # a backend that wrapped the alarm in its own error
+    except (_CompileTimeout, Exception) as exc:  # noqa: BLE001 - one batch's failure (out of memory, a compile
+        timeout = _timeout_in(exc)  # error) is its row's; the alarm, also when a backend wrapped it, is a skip
         if timeout is not None:
-            row.status, row.reason = Status.SKIPPED, f"{_LIMIT_REASON} {timeout.seconds:g} s (--search-compile-limit)"
+            row.status, row.reason = Status.SKIPPED, _limit_reason(timeout.seconds)
             _reset_dynamo()
         else:
             log.debug("search: %s at batch %d failed", cand.label, batch, exc_info=True)
@@ -431,11 +428,16 @@ def _time_limit(seconds: float | None) -> Iterator[_Alarm | None]:
             signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-6), outer_interval)
 
 
-def _cause(exc: BaseException, kind: type[_CompileTimeout]) -> _CompileTimeout | None:
+def _limit_reason(seconds: float, where: str = "") -> str:
+    return f"{_LIMIT_REASON} {seconds:g} s (--search-compile-limit){where}"
+
+
+def _timeout_in(exc: BaseException) -> _CompileTimeout | None:
+    """The alarm, when it is ``exc`` or in its chain of causes."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
-        if isinstance(e, kind):
+        if isinstance(e, _CompileTimeout):
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__
