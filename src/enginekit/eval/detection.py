@@ -11,7 +11,11 @@ runs ``evaluate`` once and keeps each image's matches (area "all", at most 100 d
 image's row; the metric functions re-do ``accumulate`` on any multiset of rows (COCO's 101-point interpolated
 precision, categories without ground truth left out), so the paired bootstrap resamples images exactly as if the
 drawn images (with repeats) had been evaluated, in milliseconds instead of one ``COCOeval`` per resample. On all
-images the values equal ``COCOeval.summarize``'s first two numbers (tested).
+images the values equal ``COCOeval.summarize``'s first two numbers (tested); images without any ground truth have
+no value (NaN, where COCOeval says -1), so the bootstrap leaves such a resample out.
+
+A post-processing hook's per-image boxes (x1, y1, x2, y2 in model-input pixels) become COCO detections in each
+image's own pixels through :func:`decode_detections`.
 
 Names (higher is better): ``map`` (mAP@[.5:.95]) and ``map50`` (mAP@.5). Without labels, ground truth is the
 reference's detections with a score of at least ``score_threshold`` (:func:`detections_as_ground_truth`); the
