@@ -514,7 +514,7 @@ def _open(cand: Any, model: Path, source: Path, settings: BackendSettings, *,
 
 def _load_package(folder: Path, objective: str, settings: BackendSettings | None, trusted: bool) -> LoadedModel:
     """The engine of ``objective`` in a package folder (docs/PACKAGE.md), run as `optimize` verified it."""
-    from enginekit.deploy.package import read_package
+    from enginekit.deploy.package import backend_settings_from_json, package_member, read_package
     from enginekit.multirun import Candidate
 
     doc = read_package(folder)
@@ -532,53 +532,13 @@ def _load_package(folder: Path, objective: str, settings: BackendSettings | None
             raise ModelLoadError(f"{str(folder / PACKAGE_FILE)!r}: engines.{objective}.{key} is "
                                  f"{engine.get(key)!r}, but its candidate {engine['candidate']!r} says {value!r}.")
     file = engine.get("file")
-    model = _package_member(folder, file if file is not None else doc.get("model"),
-                            f"engines.{objective}.file" if file is not None else "model")
+    model = package_member(folder, file if file is not None else doc.get("model"),
+                           f"engines.{objective}.file" if file is not None else "model")
     base = (_backend_settings(settings, False, what="settings") if settings is not None
             else backend_settings_from_json(doc.get("backend_settings"), folder))
     # trust comes from the caller, never from the package's own file
     base = dataclasses.replace(base, trust_remote_code=trusted)
     return _open(cand, model, folder, cand.settings(base), package=doc, objective=objective)
-
-
-def _package_member(folder: Path, rel: object, key: str) -> Path:
-    """A file named by package.json, inside the package (enginekit.deploy.package.package_member)."""
-    from enginekit.deploy.package import package_member
-
-    return package_member(folder, rel, key)
-
-
-def backend_settings_from_json(data: object, folder: Path) -> BackendSettings:
-    """BackendSettings from package.json's ``backend_settings`` (lists → tuples, relative paths → in the package).
-
-    Fields this enginekit does not know are ignored (a newer writer); ``trust_remote_code`` is never taken from
-    the file, and neither is ``ort_optimized_model`` (a cache file of the machine that made the package).
-    """
-    from enginekit.settings import BackendSettings
-
-    if data is None:
-        return BackendSettings()
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{str(folder / PACKAGE_FILE)!r}: backend_settings is not an object.")
-    defaults = BackendSettings()
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(BackendSettings):
-        if f.name not in data or f.name in ("trust_remote_code", "ort_optimized_model"):
-            continue
-        value, default = data[f.name], getattr(defaults, f.name)
-        if isinstance(default, tuple):
-            ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-            value = tuple(value) if ok else value
-        elif "Path" in str(f.type):
-            ok = value is None or isinstance(value, str)
-            value = None if value is None or not ok else _package_member(folder, value, f"backend_settings.{f.name}")
-        else:
-            ok = type(value) is type(default) or (isinstance(default, float) and isinstance(value, int))
-        if not ok:
-            raise ModelLoadError(f"{str(folder / PACKAGE_FILE)!r}: backend_settings.{f.name} is {value!r}, "
-                                 f"not a {type(default).__name__ if default is not None else 'path'}.")
-        values[f.name] = value
-    return BackendSettings(**values)
 
 
 # helpers -----------------------------------------------------------------------------------------------------

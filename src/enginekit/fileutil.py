@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -178,3 +179,15 @@ def _write_error(path: Path, exc: OSError, what: str = "Output file") -> OutputP
             errno.ENOTDIR: "A part of the path is a file, not a folder: choose another path.",
             errno.EISDIR: "That path is a folder: name a file."}.get(exc.errno or 0, "Choose another output path.")
     return OutputPathError(f"Could not write {what.lower()} '{path}': {reason}.", hint=hint)
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Rename a fully written ``staging`` folder to ``target``. A folder already there is moved aside first and
+    removed after, so at every moment ``target`` is either the old folder or the new one."""
+    old: Path | None = None
+    if target.is_dir() and any(target.iterdir()):
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.replace(target, old / target.name)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -104,7 +104,3 @@ def apply_options(settings: BackendSettings, options: Sequence[tuple[str, str]])
         return settings
     changes: dict[str, Any] = {_BY_KEY[k].field: _BY_KEY[k].value_of(v) for k, v in options}
     return replace(settings, **changes)
-
-
-def option(options: Sequence[tuple[str, str]], key: str) -> str | None:
-    return dict(options).get(key)

@@ -6,6 +6,7 @@ Layout and `package.json`: docs/PACKAGE.md. :func:`write_package` makes one from
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import shlex
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from enginekit.errors import InvalidArgumentError, ModelLoadError, OutputPathError
+from enginekit.fileutil import replace_folder
 from enginekit.multirun import Candidate
+from enginekit.settings import BackendSettings
 from enginekit.status import Status
 
 FORMAT = "enginekit-package"
@@ -138,9 +141,7 @@ def write_package(report_dir: str | Path, out_dir: str | Path, *, force: bool = 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # nothing half-written is left behind
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    replace_folder(staging, out)
     spec = read_package(out)
     return PackageResult(out, {k: v["candidate"] for k, v in spec["engines"].items()},
                          sorted(p for p in out.rglob("*") if p.is_file()))
@@ -291,3 +292,34 @@ def package_member(folder: str | Path, rel: object, key: str) -> Path:
 
 def is_package(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "package.json").is_file()
+
+
+def backend_settings_from_json(data: object, folder: Path) -> BackendSettings:
+    """BackendSettings from package.json's ``backend_settings`` (lists → tuples, relative paths → in the package).
+
+    Fields this enginekit does not know are ignored (a newer writer); ``trust_remote_code`` is never taken from
+    the file, and neither is ``ort_optimized_model`` (a cache file of the machine that made the package).
+    """
+    if data is None:
+        return BackendSettings()
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{str(folder / 'package.json')!r}: backend_settings is not an object.")
+    defaults = BackendSettings()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(BackendSettings):
+        if f.name not in data or f.name in ("trust_remote_code", "ort_optimized_model"):
+            continue
+        value, default = data[f.name], getattr(defaults, f.name)
+        if isinstance(default, tuple):
+            ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+            value = tuple(value) if ok else value
+        elif "Path" in str(f.type):
+            ok = value is None or isinstance(value, str)
+            value = None if value is None or not ok else package_member(folder, value, f"backend_settings.{f.name}")
+        else:
+            ok = type(value) is type(default) or (isinstance(default, float) and isinstance(value, int))
+        if not ok:
+            raise ModelLoadError(f"{str(folder / 'package.json')!r}: backend_settings.{f.name} is {value!r}, "
+                                 f"not a {type(default).__name__ if default is not None else 'path'}.")
+        values[f.name] = value
+    return BackendSettings(**values)

@@ -7,11 +7,12 @@ missing library or package) is a SKIPPED row with the runner's own reason (exit 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enginekit.deploy.package import OBJECTIVES, package_member, read_package, require
+from enginekit.deploy.package import OBJECTIVES, backend_settings_from_json, package_member, read_package, require
 from enginekit.errors import InvalidArgumentError
 from enginekit.multirun import BackendRow, Candidate, use_runner
 from enginekit.status import Status
@@ -49,8 +50,6 @@ def packaged_candidate(spec: dict[str, Any], objective: str) -> tuple[Candidate,
 
 
 def packaged_model(package: Path, spec: dict[str, Any], entry: dict[str, Any]) -> Path:
-    from enginekit.deploy.package import package_member
-
     key = "engines.file" if entry.get("file") else "model"
     return package_member(package, entry.get("file") or spec["model"], key)
 
@@ -59,7 +58,6 @@ def run_package(package: str | Path, objective: str = "min_latency", *, trust_re
     """Run the packaged engine of ``objective`` on the package's inputs and compare with the recorded outputs."""
     from enginekit.compare import CompareSettings, Tolerances, compare_outputs
     from enginekit.data import load_arrays
-    from enginekit.settings import BackendSettings
 
     path = Path(package)
     spec = read_package(path)
@@ -67,7 +65,8 @@ def run_package(package: str | Path, objective: str = "min_latency", *, trust_re
     require(path, spec, ["samples.inputs", f"engines.{objective}.outputs"])
     feed = load_arrays(package_member(path, spec["samples"]["inputs"], "samples.inputs"))
     recorded = load_arrays(package_member(path, entry["outputs"], f"engines.{objective}.outputs"))
-    settings = BackendSettings(trust_remote_code=trust_remote_code)
+    settings = dataclasses.replace(backend_settings_from_json(spec.get("backend_settings"), path),
+                                   trust_remote_code=trust_remote_code)  # trust from the caller, never the file
     row, outputs = use_runner(cand, packaged_model(path, spec, entry), settings, lambda r: r.infer(feed))
     if outputs is not None:
         tol = entry.get("tolerance") or {}

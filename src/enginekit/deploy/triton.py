@@ -17,7 +17,6 @@ renamed into it, so a reader sees the old model folder or the new one, never hal
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -95,24 +94,19 @@ class TritonRepository:
 # ------------------------------------------------------------------------------------------------ what is served
 
 
-def _onnx_files(model: Path) -> tuple[tuple[Path, str], ...]:
+def _onnx_parts(model: Path) -> tuple[tuple[tuple[Path, str], ...], list[TensorSpec], list[TensorSpec]]:
+    """The files of an ONNX model (with its external data) as the repository names them, and its inputs and
+    outputs; the model is read once."""
+    from enginekit.graph.io import input_specs, output_specs
     from enginekit.graph.load import external_data_files, load_model
 
     proto = load_model(model, load_external_data=False, check=False)
-    return ((model, "model.onnx"), *((model.parent / n, n) for n in external_data_files(proto)))
-
-
-def _onnx_io(model: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    from enginekit.graph.io import input_specs, output_specs
-    from enginekit.graph.load import load_model
-
-    proto = load_model(model, load_external_data=False, check=False)
-    return input_specs(proto), output_specs(proto)
+    files = ((model, "model.onnx"), *((model.parent / n, n) for n in external_data_files(proto)))
+    return files, input_specs(proto), output_specs(proto)
 
 
 def _onnx_engine(model: Path, backend: str, name: str, notes: tuple[str, ...] = ()) -> _Engine:
-    inputs, outputs = _onnx_io(model)
-    files = _onnx_files(model)
+    files, inputs, outputs = _onnx_parts(model)
     if backend == "python":
         return _Engine(None, "python", files, inputs, outputs, name, notes=notes)
     if backend == "openvino":
@@ -186,7 +180,7 @@ def _torchscript_engine(model: Path, s: TritonSettings) -> _Engine:
     if s.backend != "auto":
         raise InvalidArgumentError(f"--backend {s.backend} runs ONNX models; a TorchScript file is served by "
                                    "pytorch_libtorch (leave --backend auto).")
-    inputs, outputs = _onnx_io(s.io_model)
+    _, inputs, outputs = _onnx_parts(s.io_model)
     # libtorch binds tensors by position: names follow its <name>__<index> convention
     ins = [TensorSpec(f"{t.name}__{i}", t.shape, t.dtype) for i, t in enumerate(inputs)]
     outs = [TensorSpec(f"{t.name}__{i}", t.shape, t.dtype) for i, t in enumerate(outputs)]
@@ -468,17 +462,6 @@ def _stage(engine: _Engine, staging: Path, config: str) -> None:
     atomic_write_text(staging / "config.pbtxt", config)
 
 
-def _place(staging: Path, target: Path) -> None:
-    """Rename the staged folder into place; a replaced folder is moved aside first and removed after."""
-    old: Path | None = None
-    if target.is_dir() and any(target.iterdir()):
-        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-        os.replace(target, old / target.name)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_triton_repository(source: str | Path, repo_dir: str | Path,
                             settings: TritonSettings | None = None) -> TritonRepository:
     """Write ``REPO_DIR/NAME/config.pbtxt`` and ``REPO_DIR/NAME/1/`` for ``source`` (ONNX, plan, TorchScript or
@@ -490,7 +473,7 @@ def write_triton_repository(source: str | Path, repo_dir: str | Path,
         ModelLoadError: a missing or unreadable model, or a plan without its manifest.
         OutputPathError: REPO_DIR/NAME exists and is not empty (without ``force``), or cannot be written.
     """
-    from enginekit.fileutil import current_umask
+    from enginekit.fileutil import current_umask, replace_folder
 
     s = settings or TritonSettings()
     src = Path(source)
@@ -510,7 +493,7 @@ def write_triton_repository(source: str | Path, repo_dir: str | Path,
     try:
         staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the model folder gets a folder's usual mode
         _stage(engine, staging, config)
-        _place(staging, target)
+        replace_folder(staging, target)
     except OSError as exc:
         raise OutputPathError(f"Could not write the model folder '{target}': {exc.strerror or exc}.") from exc
     finally:

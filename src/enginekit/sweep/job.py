@@ -3,7 +3,6 @@ JSON-ready dict. A job that raises is a row with status ``error`` and the reason
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from enginekit.sweep.spec import Job
+from enginekit.sweep.store import append_jsonl
 
 __all__ = ["CACHE_ROOT_ENV", "check_jobs", "error_summary", "node_cache_dir", "run_job", "run_job_on_node"]
 
@@ -49,7 +49,7 @@ def run_job(job: Job, out: Path, *, cache_dir: Path | None = None) -> dict[str, 
     where: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
-        _append(job_dir / "attempts.jsonl", where)
+        append_jsonl(job_dir / "attempts.jsonl", where)
         report = job_dir / "report"
         if report.exists():
             shutil.rmtree(report)  # a retried attempt starts clean
@@ -122,12 +122,14 @@ def _plan(job: Job, report: Path, cache_dir: Path | None) -> Any:
 
 def _summary(job: Job, result: Any, report: Path) -> dict[str, Any]:
     doc = result.to_dict()
+    from enginekit.multirun import Candidate
+
     rows = []
     for r in doc["results"]:
         timing = r.get("timing") or {}
         metrics = r.get("metrics") or {}
         label = str(r["backend"])  # the candidate's label (NAME or NAME:PRECISION)
-        rows.append({"label": label, "backend": label.split(":", 1)[0], "precision": r["precision"],
+        rows.append({"label": label, "backend": Candidate.parse(label).backend, "precision": r["precision"],
                      "status": str(r["status"]),
                      "reference": bool(r.get("reference")), "reason": r.get("reason") or "",
                      "median_ms": timing.get("median_ms"), "p90_ms": timing.get("p90_ms"),
@@ -135,8 +137,6 @@ def _summary(job: Job, result: Any, report: Path) -> dict[str, Any]:
                      "metrics": {k: v for k, v in metrics.items() if k not in _NOT_METRICS
                                  and isinstance(v, int | float) and not isinstance(v, bool)}})
     # the best engine of this configuration: the fastest passing row among the job's own candidates
-    from enginekit.multirun import Candidate
-
     own = {Candidate.parse(c).label for c in job.candidates}
     timed = [r for r in rows if r["status"] == "ok" and r["label"] in own and isinstance(r["median_ms"], int | float)]
     best = min(timed, key=lambda r: float(r["median_ms"]), default=None)
@@ -147,11 +147,3 @@ def _summary(job: Job, result: Any, report: Path) -> dict[str, Any]:
             "reason": "; ".join(failed_steps)[:2000], "skipped": list(doc.get("skipped") or []),
             "best": None if best is None else {"label": best["label"], "median_ms": best["median_ms"]},
             "rows": rows, "report_dir": str(report)}
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (json.dumps(record) + "\n").encode())
-    finally:
-        os.close(fd)

@@ -3,7 +3,6 @@ written as it finishes; jobs already in OUT/results.jsonl are skipped (resume)."
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,12 +136,3 @@ def _infeasible(job: Job, nodes: list[dict[str, float]]) -> str:
         return ""
     asked = ", ".join(f"{k}={v:g}" for k, v in need.items())
     return f"no node of the Ray cluster has the resources this job asks for ({asked})"
-
-
-def ray_available() -> bool:
-    """Whether Ray can be imported here."""
-    try:
-        importlib.import_module("ray")
-    except ImportError:
-        return False
-    return True

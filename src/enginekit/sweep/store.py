@@ -15,8 +15,13 @@ RESULTS = "results.jsonl"
 
 def append_result(out: Path, summary: dict[str, Any]) -> None:
     """Append one job's summary to OUT/results.jsonl, durably."""
-    line = json.dumps(summary, default=str, allow_nan=True) + "\n"
-    fd = os.open(out / RESULTS, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    append_jsonl(out / RESULTS, summary)
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``path``, durably (fsynced; a torn last line is ended first)."""
+    line = json.dumps(record, default=str, allow_nan=True) + "\n"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
