@@ -28,7 +28,7 @@ from enginekit.report.metric_columns import (
 from enginekit.report.search_md import ROW_HEADERS, SUMMARY_HEADERS, row_cells, summary_cells, unstable_notes
 from enginekit.report.tables import fmt
 
-__all__ = ["error_growth_svg", "render_html"]
+__all__ = ["error_growth_svg", "escape_cell", "page", "render_html", "status_class"]
 
 MAX_PLOT_POINTS = 600  # a layerwise plot of more tensors shows each bucket's worst one (the envelope)
 TOP_TENSORS = 20  # rows of the worst-tensors table under the plot
@@ -700,8 +700,17 @@ def render_html(doc: Mapping[str, Any]) -> str:
             + _section("Export and prepare", _stages(doc.get("stages") or {}), "stages")
             + _section("Steps", _steps(doc), "steps")
             + _section("Environment", _environment(doc), "environment"))
-    title = html.escape(f"{word} – enginekit {kind}: {fmt(doc.get('model'))}")
+    return page(f"{word} – enginekit {kind}: {fmt(doc.get('model'))}", body)
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained page: the report style, no network (Content-Security-Policy), ``title`` escaped, ``body``
+    as given (already escaped HTML)."""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
             "img-src data:\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+
+
+escape_cell = _e  # a value as escaped text, numbers formatted as in report.md
+status_class = _status_class  # the CSS class (good, bad, skip) of a status word

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enginekit.fileutil import atomic_write_text
+from enginekit.report.html import escape_cell as _e
+from enginekit.report.html import page
+from enginekit.report.html import status_class as _status_class
 from enginekit.report.tables import fmt, table
 
 if TYPE_CHECKING:
@@ -93,22 +96,6 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _e(value: Any) -> str:
-    return html.escape(fmt(value))
-
-
-def _status_class(word: str) -> str:
-    return {"passed": "good", "ok": "good", "failed": "bad", "error": "bad"}.get(word, "skip")
-
-
-_CSS = """body{margin:0 auto;max-width:1400px;padding:16px 24px 48px;color:#1b1f24;
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif}h1{font-size:22px;word-break:break-all}
-h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}table{border-collapse:collapse;font-size:13px}
-th,td{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top}th{background:#f6f8fa}
-td.num{text-align:right;font-variant-numeric:tabular-nums}.good{color:#1a7f37;font-weight:600}
-.bad{color:#cf222e;font-weight:600}.skip{color:#9a6700;font-weight:600}.muted{color:#57606a}"""
-
-
 def render_html(doc: dict[str, Any]) -> str:
     c = doc["counts"]
     body = [f"<h1>enginekit sweep: {html.escape(doc['sweep_file'])}</h1>",
@@ -141,8 +128,4 @@ def render_html(doc: dict[str, Any]) -> str:
                    f"<td>{_e(row[6])}</td>", f"<td>{_e(row[7])}</td>"]
             body.append(f"<tr>{''.join(tds)}</tr>")
         body.append("</table>")
-    title = html.escape(f"enginekit sweep: {doc['sweep_file']}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\n"
-            f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body)
-            + "\n</body>\n</html>\n")
+    return page(f"enginekit sweep: {doc['sweep_file']}", "\n".join(body) + "\n")
