@@ -19,6 +19,7 @@ quantization (:mod:`enginekit.compare.per_precision`), and like every candidate,
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from enginekit.errors import HardwareUnavailableError, InvalidArgumentError
@@ -33,14 +34,14 @@ def _torch() -> Any:
     return torch
 
 
+@functools.cache
 def fp8_supported(device: str) -> str | None:
-    """None when ``torch._scaled_mm`` runs row-wise FP8 on ``device`` here; else why not."""
+    """None when ``torch._scaled_mm`` runs row-wise FP8 on ``device`` here; else why not (probed once per device)."""
     torch = _torch()
     if not hasattr(torch, "float8_e4m3fn") or not hasattr(torch, "_scaled_mm"):
         return f"torch {torch.__version__} has no float8_e4m3fn / _scaled_mm"
-    if device == "cuda" and torch.cuda.get_device_capability() < (8, 9):
-        major, minor = torch.cuda.get_device_capability()
-        return f"FP8 matmuls need compute capability 8.9 or newer (this GPU: {major}.{minor})"
+    if device == "cuda" and (capability := torch.cuda.get_device_capability()) < (8, 9):
+        return f"FP8 matmuls need compute capability 8.9 or newer (this GPU: {capability[0]}.{capability[1]})"
     try:
         a = torch.ones(16, 16, device=device).to(torch.float8_e4m3fn)
         b = torch.ones(16, 16, device=device).to(torch.float8_e4m3fn)
