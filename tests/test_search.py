@@ -83,10 +83,15 @@ def test_default_sets_and_roles() -> None:
     for want in ("torch:fp16/channels_last=on/cuda_graph=on", "inductor:fp16/mode=reduce-overhead/freezing=on/"
                  "channels_last=off", "inductor:bf16/mode=reduce-overhead/freezing=off",
                  "inductor:fp16/mode=max-autotune/freezing=on", "inductor:fp16/mode=max-autotune-no-cudagraphs/"
-                 "freezing=on", "inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8"):
+                 "freezing=on", "inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8",
+                 "inductor:fp16/mode=reduce-overhead/freezing=on/linear=int8",
+                 "inductor:bf16/mode=reduce-overhead/freezing=on/linear=int8"):
         assert want in labels
     assert len(set(labels)) == len(labels)
     assert role_of(Candidate.parse("inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8")) == "beyond"
+    assert role_of(Candidate.parse("inductor:fp16/linear=int8")) == "beyond"
+    assert role_of(Candidate.parse("inductor:fp16/linear=off")) == "flags"
+    assert not any("linear=" in c.label for c in default_candidates("cuda", ("fp16",), conv=True, linear=False))
     assert role_of(Candidate.parse(labels[0])) == "plain" and role_of(REFERENCE) == "reference"
     cpu = [c.label for c in default_candidates("cpu", ("fp32",), conv=False, linear=True)]
     assert cpu == ["inductor/mode=default/freezing=off/channels_last=off", "inductor/mode=default/freezing=on"]

@@ -22,8 +22,10 @@ def test_options_set_the_backend_settings_of_that_candidate_only() -> None:
     base = BackendSettings(torch_inputs=("x:batch,3",))
     c = Candidate.parse("inductor:bf16/mode=max-autotune/freezing=off/channels_last=on/linear=fp8")
     s = c.settings(base)
-    assert (s.inductor_mode, s.inductor_freezing, s.channels_last, s.fp8_linear) == ("max-autotune", False, "on", True)
-    assert s.torch_inputs == base.torch_inputs and base.inductor_mode == "default" and base.fp8_linear is False
+    assert (s.inductor_mode, s.inductor_freezing, s.channels_last, s.quantized_linear) == ("max-autotune", False, "on",
+                                                                                          "fp8")
+    assert s.torch_inputs == base.torch_inputs and base.inductor_mode == "default" and base.quantized_linear == "off"
+    assert Candidate.parse("torch/linear=int8").settings(base).quantized_linear == "int8"
     assert Candidate.parse("torch:fp16/cuda_graph=on").settings(base).cuda_graph is True
     assert apply_options(base, ()) is base
 
@@ -34,6 +36,7 @@ def test_options_set_the_backend_settings_of_that_candidate_only() -> None:
     ("inductor/speed=max", "KEY one of mode"),
     ("torch/mode=default", "applies to inductor, aoti"),
     ("ort/linear=fp8", "applies to torch, inductor"),
+    ("torch/linear=int4", "choose one of fp8, int8, off"),
     ("inductor/mode=default/mode=max-autotune", "given twice"),
     ("inductor/cuda_graph=on", "applies to torch, aoti"),
 ])
@@ -55,7 +58,9 @@ def test_configurations_of_one_backend_are_distinct_candidates() -> None:
         resolve_candidates(["inductor/mode=default", "inductor/mode=default"], None, {})
 
 
-def test_fp8_rows_are_judged_by_the_8bit_rule() -> None:
+def test_8bit_rows_are_judged_by_the_8bit_rule() -> None:
     row = BackendRow("inductor", "bf16", "ok", options=(("linear", "fp8"),))
     assert row.judged_as == "fp8" and row.label == "inductor:bf16/linear=fp8"
+    assert BackendRow("inductor", "fp16", "ok", options=(("linear", "int8"),)).judged_as == "int8"
+    assert BackendRow("inductor", "fp16", "ok", options=(("linear", "off"),)).judged_as == "fp16"
     assert BackendRow("inductor", "bf16", "ok").judged_as == "bf16"

@@ -26,7 +26,14 @@ from enginekit.errors import (
 )
 from enginekit.registry import REDUCED_FLOAT_PRECISIONS, get_backend
 from enginekit.status import Status
-from enginekit.variants import Options, apply_options, format_options, parse_options, split_options
+from enginekit.variants import (
+    Options,
+    apply_options,
+    format_options,
+    parse_options,
+    quantized_kind,
+    split_options,
+)
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
@@ -95,8 +102,8 @@ class BackendRow:
 
     @property
     def judged_as(self) -> str:
-        """The precision whose tolerance rule judges this row: ``fp8`` when its linears run in FP8."""
-        return "fp8" if dict(self.options).get("linear") == "fp8" else self.precision
+        """The precision whose tolerance rule judges this row: ``fp8`` / ``int8`` when its linears run in 8 bits."""
+        return quantized_kind(self.options) or self.precision
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -66,9 +66,10 @@ class BackendSettings:
     dynamic_shapes: str = "static"  # static | dynamic (mark batch dynamic) | auto (torch.compile's default)
     # torch / aoti on CUDA: the runner captures its call in a CUDA graph per input signature and replays it
     cuda_graph: bool = False
-    # torch / inductor: nn.Linear layers run as FP8 (e4m3) matmuls with row-wise scales (torch._scaled_mm); the
-    # activations are quantized on the fly (per row), the weights once (per output channel); output in bf16/fp16
-    fp8_linear: bool = False
+    # torch / inductor: off | fp8 | int8. nn.Linear layers (and self-attention projections) run as 8-bit matmuls:
+    # FP8 e4m3 (torch._scaled_mm, bf16 only) or int8 (torch._int_mm); the activations are quantized on the fly (per
+    # row), the weights once (per output channel); output in the compute dtype (backends/torch_quant.py)
+    quantized_linear: str = "off"
     # plan.json (ONNX nodes kept in FP32), applied by runners at fp16/bf16: ort:fp16 and onnx-reference (node block
     # list of the conversion), TensorRT built from the ONNX (into the build), torch and inductor (the PyTorch
     # modules holding those nodes); ignored at fp32

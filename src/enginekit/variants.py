@@ -13,7 +13,7 @@ key                 values                           backends                   
 ``freezing``        on, off                          inductor, aoti              ``inductor_freezing``
 ``channels_last``   auto, on, off                    torch, inductor, aoti       ``channels_last``
 ``cuda_graph``      on, off                          torch, aoti                 ``cuda_graph``
-``linear``          fp8, off                         torch, inductor             ``fp8_linear``
+``linear``          fp8, int8, off                   torch, inductor             ``quantized_linear``
 ==================  ===============================  ==========================  =============================
 
 Options are kept in the order of the table, whatever order they were written in, so one configuration has one label.
@@ -44,10 +44,10 @@ class OptionKey:
     field: str  # the BackendSettings field it sets
     values: tuple[str, ...]
     backends: tuple[str, ...]
-    boolean: bool = False  # on/off (fp8/off) stored as True/False
+    boolean: bool = False  # on/off stored as True/False
 
     def value_of(self, text: str) -> str | bool:
-        return text in ("on", "fp8") if self.boolean else text
+        return text == "on" if self.boolean else text
 
 
 OPTION_KEYS: tuple[OptionKey, ...] = (
@@ -55,7 +55,7 @@ OPTION_KEYS: tuple[OptionKey, ...] = (
     OptionKey("freezing", "inductor_freezing", ON_OFF, ("inductor", "aoti"), boolean=True),
     OptionKey("channels_last", "channels_last", CHANNELS_LAST, TORCH_BACKENDS),
     OptionKey("cuda_graph", "cuda_graph", ON_OFF, ("torch", "aoti"), boolean=True),
-    OptionKey("linear", "fp8_linear", ("fp8", "off"), ("torch", "inductor"), boolean=True),
+    OptionKey("linear", "quantized_linear", ("fp8", "int8", "off"), ("torch", "inductor")),
 )
 _BY_KEY = {k.key: k for k in OPTION_KEYS}
 _ORDER = {k.key: i for i, k in enumerate(OPTION_KEYS)}
@@ -104,3 +104,9 @@ def apply_options(settings: BackendSettings, options: Sequence[tuple[str, str]])
         return settings
     changes: dict[str, Any] = {_BY_KEY[k].field: _BY_KEY[k].value_of(v) for k, v in options}
     return replace(settings, **changes)
+
+
+def quantized_kind(options: Sequence[tuple[str, str]]) -> str | None:
+    """``fp8`` / ``int8`` when the options run the linears as 8-bit matmuls (``linear=``), else None."""
+    kind = dict(options).get("linear", "off")
+    return None if kind == "off" else kind

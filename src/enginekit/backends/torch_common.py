@@ -303,11 +303,14 @@ class TorchRunner(Runner):
         keep = plan.module_names() if plan is not None else ()
         module = prepare_module(module, self.device, self._dtype, self._channels_last, keep_fp32=keep)
         self._info.update({"source_kind": src.kind, "channels_last": self._channels_last})
-        if self.settings.fp8_linear:
-            from enginekit.backends.torch_fp8 import swap_fp8_linears
+        if self.settings.quantized_linear != "off":
+            from enginekit.backends.torch_quant import swap_quantized_linears
 
-            swapped = swap_fp8_linears(module, self.device, self._dtype)
-            self._info["fp8_linear"] = {"layers": len(swapped), "names": swapped[:20]}
+            kind = self.settings.quantized_linear
+            import torch
+
+            swapped = swap_quantized_linears(module, kind, self.device, self._dtype or torch.float32)
+            self._info["quantized_linear"] = {"kind": kind, "layers": len(swapped), "names": swapped[:20]}
         if plan is not None:
             self._info["precision_plan"] = plan.to_dict()
         return module, src

@@ -4,9 +4,9 @@ FP32 candidates are judged with the tolerances as given (Polygraphy's defaults 1
 rounding error grows with the magnitude of what is rounded, so tolerances the user did not set become
 scale-aware: rtol = 4 machine epsilons of the candidate's format, and atol = the same times the largest
 finite |value| of that output in the reference (magnitudes below 1 count as 1): bf16 3.1 %, fp16/tf32 0.39 %,
-int8 and fp8 3.1 % (8-bit quantized paths share one bar: FP8 e4m3 matmuls with row-wise scales, ``linear=fp8``,
-are held to int8's 7-bit step rather than to 4 epsilons of e4m3, which would allow 50 %). A value the user gave
-(``--atol 1e-5`` included, even when it equals the default) is kept as given.
+int8 and fp8 3.1 % (8-bit quantized paths share one bar: int8 matmuls, ``linear=int8``, and FP8 e4m3 matmuls
+with row-wise scales, ``linear=fp8``, are held to int8's 7-bit step rather than to 4 epsilons of e4m3, which would
+allow 50 %). A value the user gave (``--atol 1e-5`` included, even when it equals the default) is kept as given.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 For every batch size (``SearchSettings.batches``) every candidate configuration runs the same feed: the
 comparison feed repeated along the batch axis, so real data (``--load-inputs``) stays real. Each output is
 compared with eager FP32 PyTorch at that batch (the tolerance rule of its precision,
-:mod:`enginekit.compare.per_precision`; ``linear=fp8`` rows by the 8-bit rule), and each configuration is
-timed with the `enginekit bench` protocol (data resident on the device, CUDA events on GPU, warm-up by time,
-the unstable-run warning). Only rows that pass may be named best.
+:mod:`enginekit.compare.per_precision`; ``linear=fp8`` / ``linear=int8`` rows by the 8-bit rule), and each
+configuration is timed with the `enginekit bench` protocol (data resident on the device, CUDA events on GPU,
+warm-up by time, the unstable-run warning). Only rows that pass may be named best.
 
 Roles of the rows (what the docs tables compare, at equal precision):
 
@@ -14,8 +14,9 @@ Roles of the rows (what the docs tables compare, at equal precision):
   freezing, no layout change): the row the speed-ups are taken against.
 * ``flags``: a configuration plain PyTorch reaches by setting flags (freezing, reduce-overhead, max-autotune,
   channels-last, eager + ``torch.cuda.graph``). The fastest passing one is the "best plain configuration".
-* ``beyond``: a change plain PyTorch users do not get from a flag (``linear=fp8``: FP8 matmuls with fused
-  activation quantization).
+* ``beyond``: a change plain PyTorch users do not get from a flag: ``linear=int8`` (W8A8 int8 matmuls) and
+  ``linear=fp8`` (FP8 matmuls), both with activations quantized per row in kernels inductor fuses, and the
+  self-attention projections quantized too (:mod:`enginekit.backends.torch_quant`).
 
 Compilation limit (``SearchSettings.compile_limit_s``, ``--search-compile-limit``, default 300 s): an inductor
 (torch.compile) configuration compiles while it loads (at the example shape) and again on its first call at another
@@ -47,6 +48,7 @@ import numpy as np
 from enginekit.errors import InvalidArgumentError
 from enginekit.multirun import Candidate, use_runner
 from enginekit.status import Status
+from enginekit.variants import quantized_kind
 
 if TYPE_CHECKING:
     from enginekit.backends.base import Runner
@@ -71,7 +73,7 @@ def role_of(c: Candidate) -> str:
         return "reference"
     if c.backend == "inductor" and dict(c.options) == dict(plain_compile(c.precision).options):
         return "plain"
-    return "beyond" if dict(c.options).get("linear") == "fp8" else "flags"
+    return "beyond" if quantized_kind(c.options) else "flags"
 
 
 def default_precisions(device: str) -> tuple[str, ...]:
@@ -84,7 +86,7 @@ def default_precisions(device: str) -> tuple[str, ...]:
 
 def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, linear: bool) -> list[Candidate]:
     """The candidate set: per precision, plain torch.compile, then the configurations flags reach; on CUDA with
-    a model holding linears, FP8 linears (bf16) too."""
+    a model holding linears, 8-bit linears too (int8 at each precision, FP8 at bf16)."""
     layouts: list[tuple[tuple[str, str], ...]] = [(("channels_last", "on"),), (("channels_last", "off"),)] if conv \
         else [()]
     out: list[Candidate] = []
@@ -102,6 +104,8 @@ def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, li
             add("inductor", p, ("mode", "default"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune-no-cudagraphs"), ("freezing", "on"))
+            if linear:
+                add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), ("linear", "int8"))
             if p == "bf16" and linear:
                 add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), ("linear", "fp8"))
         else:
@@ -323,7 +327,7 @@ def _candidate_rows(
         if isinstance(compile_stats, dict):
             r.details["compile"] = {k: compile_stats.get(k) for k in ("graphs", "recompilations", "graph_breaks",
                                                                       "compile_s", "eager_fallback")}
-        for key in ("channels_last", "cuda_graph", "fp8_linear", "cudagraphs"):
+        for key in ("channels_last", "cuda_graph", "quantized_linear", "cudagraphs"):
             if key in row.details:
                 r.details[key] = row.details[key]
     return rows
