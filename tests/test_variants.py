@@ -27,6 +27,9 @@ def test_options_set_the_backend_settings_of_that_candidate_only() -> None:
     assert s.torch_inputs == base.torch_inputs and base.inductor_mode == "default" and base.quantized_linear == "off"
     assert Candidate.parse("torch/linear=int8").settings(base).quantized_linear == "int8"
     assert Candidate.parse("torch:fp16/cuda_graph=on").settings(base).cuda_graph is True
+    both = Candidate.parse("torch:fp16/cudnn_benchmark=on/cuda_graph=on")
+    assert both.label == "torch:fp16/cuda_graph=on/cudnn_benchmark=on" and both.settings(base).cudnn_benchmark is True
+    assert base.cudnn_benchmark is False
     assert apply_options(base, ()) is base
 
 

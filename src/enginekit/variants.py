@@ -4,17 +4,18 @@ A candidate is written ``NAME[:PRECISION][/KEY=VALUE]...`` (``inductor:fp16/mode
 Each option sets one field of :class:`~enginekit.settings.BackendSettings` for that candidate alone, so that
 ``optimize``'s configuration search and ``bench`` can hold several configurations of one backend side by side:
 
-==================  ===============================  ==========================  =============================
-key                 values                           backends                    BackendSettings field
-==================  ===============================  ==========================  =============================
-``mode``            default, reduce-overhead,        inductor, aoti              ``inductor_mode``
-                    max-autotune,
-                    max-autotune-no-cudagraphs
-``freezing``        on, off                          inductor, aoti              ``inductor_freezing``
-``channels_last``   auto, on, off                    torch, inductor, aoti       ``channels_last``
-``cuda_graph``      on, off                          torch, aoti                 ``cuda_graph``
-``linear``          fp8, int8, off                   torch, inductor             ``quantized_linear``
-==================  ===============================  ==========================  =============================
+====================  ===============================  ==========================  =============================
+key                   values                           backends                    BackendSettings field
+====================  ===============================  ==========================  =============================
+``mode``              default, reduce-overhead,        inductor, aoti              ``inductor_mode``
+                      max-autotune,
+                      max-autotune-no-cudagraphs
+``freezing``          on, off                          inductor, aoti              ``inductor_freezing``
+``channels_last``     auto, on, off                    torch, inductor, aoti       ``channels_last``
+``cuda_graph``        on, off                          torch, aoti                 ``cuda_graph``
+``cudnn_benchmark``   on, off                          torch, inductor, aoti       ``cudnn_benchmark``
+``linear``            fp8, int8, off                   torch, inductor             ``quantized_linear``
+====================  ===============================  ==========================  =============================
 
 Options are kept in the order of the table, whatever order they were written in, so one configuration has one label.
 """
@@ -55,6 +56,7 @@ OPTION_KEYS: tuple[OptionKey, ...] = (
     OptionKey("freezing", "inductor_freezing", ON_OFF, ("inductor", "aoti"), boolean=True),
     OptionKey("channels_last", "channels_last", CHANNELS_LAST, TORCH_BACKENDS),
     OptionKey("cuda_graph", "cuda_graph", ON_OFF, ("torch", "aoti"), boolean=True),
+    OptionKey("cudnn_benchmark", "cudnn_benchmark", ON_OFF, TORCH_BACKENDS, boolean=True),
     OptionKey("linear", "quantized_linear", ("fp8", "int8", "off"), ("torch", "inductor")),
 )
 _BY_KEY = {k.key: k for k in OPTION_KEYS}

@@ -358,6 +358,8 @@ def test_cuda_graph_option_needs_cuda_and_a_capturing_backend() -> None:
         pytest.skip("checks the refusal on a machine without CUDA")
     row, _ = use_runner(Candidate.parse("torch/cuda_graph=on"), CONV, CONV_IN, lambda r: None)
     assert row.status == "skipped" and "cuda_graph=on needs CUDA" in row.reason
+    row, _ = use_runner(Candidate.parse("inductor/cudnn_benchmark=on"), CONV, CONV_IN, lambda r: None)
+    assert row.status == "skipped" and "cudnn_benchmark=on needs CUDA" in row.reason
     settings = BackendSettings(torch_inputs=("x:batch,3,16,16",), torch_device="cpu", cuda_graph=True)
     row, _ = use_runner(Candidate("inductor"), CONV, settings, lambda r: None)
     assert row.status == "error" and "mode=reduce-overhead" in row.reason

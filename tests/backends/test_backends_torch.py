@@ -211,6 +211,20 @@ def test_tf32_scope_restores_the_flags() -> None:
     assert (mm.allow_tf32, cudnn.allow_tf32) == before
 
 
+def test_cudnn_benchmark_is_set_inside_the_scope_only() -> None:
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark
+    cudnn.benchmark = False
+    try:
+        with Tf32Scope(False):
+            assert cudnn.benchmark is False  # off: the process's setting is left alone
+        with Tf32Scope(False, cudnn_benchmark=True):
+            assert cudnn.benchmark is True and not cudnn.allow_tf32
+        assert cudnn.benchmark is False
+    finally:
+        cudnn.benchmark = before
+
+
 def test_source_io_for_run() -> None:
     inputs, outputs = torch_source_io(f"{MODELS}:encoder", ["x:batch,6,24"])
     assert [s.shape for s in inputs] == [("batch", 6, 24)]

@@ -149,7 +149,9 @@ def prepare_module(module: Any, device: str, dtype: Any, channels_last: bool, ke
 
 
 class Tf32Scope:
-    """Set TF32 for cuBLAS matmuls and cuDNN convolutions on enter, restore on exit (CUDA runners only).
+    """Set TF32 for cuBLAS matmuls and cuDNN convolutions on enter, restore on exit (CUDA runners only); with
+    ``cudnn_benchmark``, also ``torch.backends.cudnn.benchmark`` (cuDNN times its algorithms for each new
+    convolution shape and keeps the fastest, instead of its heuristics' first choice).
 
     Uses the legacy ``allow_tf32`` flags, which torch 2.11 and 2.13 both honour and inductor reads; when the
     process already set TF32 with the newer ``fp32_precision`` API, reading the legacy flags raises, and the
@@ -162,8 +164,9 @@ class Tf32Scope:
     _depth = 0
     _saved: list[tuple[Any, str, Any]] = []
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, cudnn_benchmark: bool = False) -> None:
         self.enabled = enabled
+        self.cudnn_benchmark = cudnn_benchmark
 
     def __enter__(self) -> None:
         import torch
@@ -182,6 +185,9 @@ class Tf32Scope:
                 if conv is not None and hasattr(conv, "fp32_precision"):
                     targets.append((conv, "fp32_precision", new))
                 saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in targets]
+            if self.cudnn_benchmark:
+                targets.append((cudnn, "benchmark", True))
+                saved.append((cudnn, "benchmark", cudnn.benchmark))
             if Tf32Scope._depth == 0:
                 Tf32Scope._saved = saved
             Tf32Scope._depth += 1
@@ -277,7 +283,12 @@ class TorchRunner(Runner):
         if self.precision == "tf32" and self.device != "cuda":
             raise HardwareUnavailableError("tf32 is a CUDA math mode (Ampere and newer); this runner is on cpu.")
         self._dtype = compute_dtype(self.precision)
-        self._scope = Tf32Scope(self.precision == "tf32") if self.device == "cuda" else NoScope()
+        self._scope = (Tf32Scope(self.precision == "tf32", self.settings.cudnn_benchmark) if self.device == "cuda"
+                       else NoScope())
+        if self.settings.cudnn_benchmark:
+            if self.device != "cuda":
+                raise HardwareUnavailableError(f"cudnn_benchmark=on needs CUDA; {self.label} runs on {self.device}.")
+            self._info["cudnn_benchmark"] = True
         self.supports_cuda_graph = self.cuda_graph_capable and self.device == "cuda"
         self._info = {"torch": torch.__version__, "device": self.device}
         if self.device == "cuda":

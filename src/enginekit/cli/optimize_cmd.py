@@ -148,8 +148,8 @@ def optimize(
     With a PyTorch or Paddle source, the model is first exported and verified (see `enginekit export`;
     --input takes export dims such as x:batch,3,32,32) and prepared (see `enginekit prepare`). With a PyTorch
     source and --torch-device cuda (or any --search-* option), a configuration search tries torch.compile modes,
-    freezing, CUDA graphs, channels-last, fp16/bf16 and FP8 linears at each batch size, verifies each against eager
-    FP32 and names the fastest passing one per batch.
+    freezing, CUDA graphs, channels-last, cuDNN autotuning, fp16/bf16 and int8/FP8 linears at each batch size,
+    verifies each against eager FP32 and names the fastest passing one per batch.
     """
     from dataclasses import replace
 

@@ -13,7 +13,8 @@ Roles of the rows (what the docs tables compare, at equal precision):
 * ``plain``: ``torch.compile`` as a user calls it on a model cast to the precision (inductor default mode, no
   freezing, no layout change): the row the speed-ups are taken against.
 * ``flags``: a configuration plain PyTorch reaches by setting flags (freezing, reduce-overhead, max-autotune,
-  channels-last, eager + ``torch.cuda.graph``). The fastest passing one is the "best plain configuration".
+  channels-last, eager + ``torch.cuda.graph``, ``torch.backends.cudnn.benchmark``). The fastest passing one is the
+  "best plain configuration".
 * ``beyond``: a change plain PyTorch users do not get from a flag: ``linear=int8`` (W8A8 int8 matmuls) and
   ``linear=fp8`` (FP8 matmuls), both with activations quantized per row in kernels inductor fuses, and the
   self-attention projections quantized too (:mod:`enginekit.backends.torch_quant`).
@@ -100,6 +101,10 @@ def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, li
             for lay in layouts:
                 add("torch", p, *lay, ("cuda_graph", "on"))
                 add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), *lay)
+            if conv:  # cuDNN timing its convolution algorithms instead of taking its heuristics' first choice
+                add("torch", p, ("channels_last", "on"), ("cuda_graph", "on"), ("cudnn_benchmark", "on"))
+                add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), ("channels_last", "on"),
+                    ("cudnn_benchmark", "on"))
             add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "off"))
             add("inductor", p, ("mode", "default"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune"), ("freezing", "on"))
@@ -327,7 +332,7 @@ def _candidate_rows(
         if isinstance(compile_stats, dict):
             r.details["compile"] = {k: compile_stats.get(k) for k in ("graphs", "recompilations", "graph_breaks",
                                                                       "compile_s", "eager_fallback")}
-        for key in ("channels_last", "cuda_graph", "quantized_linear", "cudagraphs"):
+        for key in ("channels_last", "cuda_graph", "cudnn_benchmark", "quantized_linear", "cudagraphs"):
             if key in row.details:
                 r.details[key] = row.details[key]
     return rows
