@@ -41,7 +41,7 @@ bert)
     cands+=",torch:fp16/cuda_graph=on"
     cands+=",inductor:bf16/mode=reduce-overhead/freezing=on"
     cands+=",inductor:fp16/mode=reduce-overhead/freezing=on/linear=int8"
-    cands+=",inductor:bf16/mode=reduce-overhead/freezing=on/linear=int8"
+    cands+=",inductor:fp16/mode=max-autotune/freezing=on/linear=int8"
     cands+=",inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8"
     ( time ek -v optimize benchmarks/models.py:bert_base --input ids:batch,128:int64 --val-range ids:0,30521 \
         -b torch --no-prepare --torch-device cuda --search-batch 1,64 --search-compile-limit 150 \
@@ -59,7 +59,8 @@ breakdown)
         --val-range 0,30521 --batch 64 --device cuda --json-out "$out/breakdown/bert_bs64.json" \
         -c inductor:bf16/mode=default/freezing=off/channels_last=off \
         -c inductor:bf16/mode=reduce-overhead/freezing=on \
-        -c inductor:bf16/mode=reduce-overhead/freezing=on/linear=int8 \
+        -c inductor:fp16/mode=reduce-overhead/freezing=on/linear=int8 \
+        -c inductor:fp16/mode=max-autotune/freezing=on/linear=int8 \
         -c inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8 ) > "$out/breakdown/bert.txt" 2>&1
     ;;
 *)

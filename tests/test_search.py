@@ -85,6 +85,7 @@ def test_default_sets_and_roles() -> None:
                  "inductor:fp16/mode=max-autotune/freezing=on", "inductor:fp16/mode=max-autotune-no-cudagraphs/"
                  "freezing=on", "inductor:bf16/mode=reduce-overhead/freezing=on/linear=fp8",
                  "inductor:fp16/mode=reduce-overhead/freezing=on/linear=int8",
+                 "inductor:fp16/mode=max-autotune/freezing=on/linear=int8",
                  "inductor:bf16/mode=reduce-overhead/freezing=on/linear=int8"):
         assert want in labels
     assert len(set(labels)) == len(labels)

@@ -4,7 +4,8 @@ Every ``nn.Linear`` whose weight is in the compute dtype and whose in/out featur
 
 * ``fp8`` (:class:`Fp8Linear`, bf16 only): the weight is quantized once to ``float8_e4m3fn`` with one scale per
   output channel (amax / 448), each call quantizes the activations per row the same way, then
-  ``torch._scaled_mm`` runs with both row-wise scales and writes bf16 (what torchao's dynamic FP8 quantization does).
+  ``torch._scaled_mm`` runs with both row-wise scales and the bias in its epilogue and writes bf16 (what torchao's
+  dynamic FP8 quantization does).
 * ``int8`` (:class:`Int8Linear`, any float compute dtype): symmetric int8 weights per output channel (amax / 127),
   activations per row, ``torch._int_mm`` (int32 accumulation; cuBLASLt's IMMA kernels on CUDA), then one
   dequantizing multiply by both scales, plus the bias, in the compute dtype (W8A8 dynamic quantization, as in
@@ -90,6 +91,7 @@ class _QuantLinear(_torch().nn.Module):  # type: ignore[misc]
     """Common part: shapes, bias, output dtype, and ``forward`` over the last dimension."""
 
     kind = ""
+    fuses_bias = False  # _matmul adds the bias itself (in the matmul's epilogue)
 
     def __init__(self, linear: Any) -> None:
         super().__init__()
@@ -101,7 +103,7 @@ class _QuantLinear(_torch().nn.Module):  # type: ignore[misc]
     def forward(self, x: Any) -> Any:
         lead = x.shape[:-1]
         y = self._matmul(x.reshape(-1, self.in_features))
-        if self.bias is not None:
+        if self.bias is not None and not self.fuses_bias:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
 
@@ -116,6 +118,7 @@ class Fp8Linear(_QuantLinear):
     """``y = x @ W.T + b`` with x and W in FP8 e4m3, row-wise scales, output in bf16."""
 
     kind = "fp8=e4m3 row-wise"
+    fuses_bias = True
 
     def __init__(self, linear: Any) -> None:
         super().__init__(linear)
@@ -130,7 +133,7 @@ class Fp8Linear(_QuantLinear):
         scale = (x2.abs().amax(dim=1, keepdim=True).float() / E4M3_MAX).clamp(min=1e-12)
         xq = (x2.float() / scale).to(torch.float8_e4m3fn)
         return torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
-                                out_dtype=self.out_dtype)
+                                bias=self.bias, out_dtype=self.out_dtype)
 
 
 class Int8Linear(_QuantLinear):

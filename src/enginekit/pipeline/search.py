@@ -109,8 +109,9 @@ def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, li
             add("inductor", p, ("mode", "default"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune-no-cudagraphs"), ("freezing", "on"))
-            if linear:
+            if linear:  # max-autotune: Triton int8 templates can take the dequantizing epilogue (no int32 round trip)
                 add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), ("linear", "int8"))
+                add("inductor", p, ("mode", "max-autotune"), ("freezing", "on"), ("linear", "int8"))
             if p == "bf16" and linear:
                 add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), ("linear", "fp8"))
         else:
