@@ -51,7 +51,7 @@ bert)
 breakdown)
     mkdir -p "$out/breakdown"
     ( time python3 benchmarks/gpu_breakdown.py benchmarks/models.py:resnet50 --input x:batch,3,224,224 \
-        --val-range -2.2,2.7 --batch 256 --device cuda --json-out "$out/breakdown/rn50_bs256.json" \
+        --val-range=-2.2,2.7 --batch 256 --device cuda --json-out "$out/breakdown/rn50_bs256.json" \
         -c inductor:fp16/mode=default/freezing=off/channels_last=off \
         -c inductor:fp16/mode=reduce-overhead/freezing=on/channels_last=on \
         -c torch:fp16/channels_last=on/cuda_graph=on/cudnn_benchmark=on ) > "$out/breakdown/rn50.txt" 2>&1
