@@ -168,6 +168,10 @@ def main() -> int:
     from enginekit.settings import BackendSettings
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda":  # CUPTI must be started before any CUDA graph is captured, or replays show no kernels
+        init = getattr(getattr(torch.profiler, "_utils", None), "_init_for_cuda_graphs", None)
+        if init is not None:
+            init()
     source = Path(args.source)
     settings = BackendSettings(torch_inputs=tuple(args.input), torch_device=args.device)
     env: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": args.device,

@@ -93,11 +93,9 @@ def test_default_sets_and_roles() -> None:
     assert role_of(Candidate.parse("inductor:fp16/linear=int8")) == "beyond"
     assert role_of(Candidate.parse("inductor:fp16/linear=off")) == "flags"
     assert not any("linear=" in c.label for c in default_candidates("cuda", ("fp16",), conv=True, linear=False))
-    for want in ("torch:fp16/channels_last=on/cuda_graph=on/cudnn_benchmark=on",
-                 "inductor:bf16/mode=reduce-overhead/freezing=on/channels_last=on/cudnn_benchmark=on"):
-        assert want in labels and role_of(Candidate.parse(want)) == "flags"
-    no_conv = [c.label for c in default_candidates("cuda", ("fp16",), conv=False, linear=True)]
-    assert not any("cudnn_benchmark" in c for c in no_conv)
+    # cuDNN autotuning is a flag, measured in a process of its own (one plan cache per process): not in the set
+    assert not any("cudnn_benchmark" in c for c in labels)
+    assert role_of(Candidate.parse("torch:fp16/channels_last=on/cuda_graph=on/cudnn_benchmark=on")) == "flags"
     assert role_of(Candidate.parse(labels[0])) == "plain" and role_of(REFERENCE) == "reference"
     cpu = [c.label for c in default_candidates("cpu", ("fp32",), conv=False, linear=True)]
     assert cpu == ["inductor/mode=default/freezing=off/channels_last=off", "inductor/mode=default/freezing=on"]

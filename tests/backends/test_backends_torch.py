@@ -15,7 +15,7 @@ from enginekit.settings import BackendSettings  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
-from enginekit.backends.torch_common import Tf32Scope  # noqa: E402
+from enginekit.backends.torch_common import Tf32Scope, claim_cudnn_mode  # noqa: E402
 from enginekit.backends.torch_eager import TorchEagerRunner  # noqa: E402
 from enginekit.backends.torch_inputs import feed_shapes, plan_torch_inputs  # noqa: E402
 from enginekit.backends.torch_io import torch_source_io  # noqa: E402
@@ -221,8 +221,25 @@ def test_cudnn_benchmark_is_set_inside_the_scope_only() -> None:
         with Tf32Scope(False, cudnn_benchmark=True):
             assert cudnn.benchmark is True and not cudnn.allow_tf32
         assert cudnn.benchmark is False
+        with Tf32Scope(False):  # an outer scope without it, an inner one (another runner's thread) with it
+            with Tf32Scope(True, cudnn_benchmark=True):
+                assert cudnn.benchmark is True
+        assert cudnn.benchmark is False  # the last exit restores what the first entry found
     finally:
         cudnn.benchmark = before
+
+
+def test_one_process_measures_one_cudnn_setting_per_precision_and_layout() -> None:
+    modes: dict[tuple[str, bool], bool] = {}
+    assert claim_cudnn_mode("fp32", False, False, modes) is None  # the FP32 reference
+    assert claim_cudnn_mode("fp16", True, True, modes) is None  # autotuned fp16 channels-last rows first: fine
+    assert claim_cudnn_mode("fp16", True, True, modes) is None
+    later = claim_cudnn_mode("fp16", True, False, modes)  # a plain row would reuse the autotuned plans
+    assert later is not None and "already ran in this process with cudnn_benchmark=on" in later
+    assert claim_cudnn_mode("fp16", False, False, modes) is None  # another layout: other cache keys
+    refused = claim_cudnn_mode("fp16", False, True, modes)
+    assert refused is not None and "fp16 NCHW convolutions already ran in this process without it" in refused
+    assert "process of its own" in refused
 
 
 def test_source_io_for_run() -> None:

@@ -20,6 +20,7 @@ from enginekit.backends.torch_quant import (  # noqa: E402
     QuantSelfAttention,
     fp8_supported,
     int8_supported,
+    quantizable_layers,
     swap_quantized_linears,
 )
 from enginekit.compare import CompareSettings, compare_outputs  # noqa: E402
@@ -93,6 +94,8 @@ def test_int8_linear_weights_are_symmetric_per_output_channel() -> None:
     assert int(q.weight_int8.abs().amax(dim=1).min()) == 127  # each row's largest weight maps to 127
     back = q.weight_int8.float() * q.weight_scale.t()
     assert float((back - lin.weight.detach()).abs().max()) <= float(q.weight_scale.max()) / 2 + 1e-7
+    # code that reads layer.weight (its dtype, or F.linear with it) gets the dequantized weight
+    assert q.weight.dtype == lin.weight.dtype and torch.equal(q.weight, back)
 
 
 @needs_int8
@@ -147,6 +150,15 @@ def test_quantized_self_attention_keeps_multihead_attention_semantics(batch_firs
         got_w = attn(x, x, x)
         torch.testing.assert_close(got_w[0], want_w[0])
         torch.testing.assert_close(got_w[1], want_w[1])
+        # the causal hint without its mask: the original decides (its fast path ignores it, its slow path refuses)
+        try:
+            want_causal = mha(x, x, x, need_weights=False, is_causal=True)[0]
+        except RuntimeError as exc:
+            with pytest.raises(RuntimeError, match="Need attn_mask"):
+                attn(x, x, x, need_weights=False, is_causal=True)
+            assert not batch_first and "Need attn_mask" in str(exc)
+        else:
+            torch.testing.assert_close(attn(x, x, x, need_weights=False, is_causal=True)[0], want_causal)
         memory = torch.randn_like(x)
         torch.testing.assert_close(attn(x, memory, memory, need_weights=False)[0],
                                    mha(x, memory, memory, need_weights=False)[0])
@@ -199,3 +211,33 @@ def test_int8_runs_at_fp32_and_refuses_a_model_without_an_eligible_linear() -> N
         swap_quantized_linears(half, "int8", "cpu", torch.float32)
     with pytest.raises(InvalidArgumentError, match="choose one of fp8, int8"):
         swap_quantized_linears(model, "int4", "cpu", torch.float32)
+
+
+@needs_int8
+def test_a_padded_batch_through_nn_transformer_encoder_runs_the_8bit_layers() -> None:
+    """With a src_key_padding_mask, nn.TransformerEncoder takes its own nested-tensor path (hooks do not stop it),
+    which read linear1.weight (AttributeError) and fed nested tensors to the attention; it is turned off."""
+    torch.manual_seed(3)
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+    exact = torch.nn.TransformerEncoder(layer, 2).eval()
+    assert exact.use_nested_tensor
+    quant = torch.nn.TransformerEncoder(layer, 2).eval()
+    quant.load_state_dict(exact.state_dict())
+    swap_quantized_linears(quant, "int8", "cpu", torch.float32)
+    x = torch.randn(3, 6, 32)
+    padding = torch.zeros(3, 6, dtype=torch.bool)
+    padding[1, 4:] = True
+    with torch.inference_mode():
+        want = exact(x, src_key_padding_mask=padding)  # nested (its padded positions come back as zeros)
+        got = quant(x, src_key_padding_mask=padding)
+    assert quant.use_nested_tensor is False
+    keep = ~padding
+    err = float((got[keep] - want[keep]).abs().max())
+    assert 0 < err < 4 * 2**-7 * max(float(want[keep].abs().max()), 1.0)
+
+
+def test_quantizable_layers_follow_the_swap_rules() -> None:
+    assert quantizable_layers(_encoder(torch.float32))
+    assert not quantizable_layers(torch.nn.Sequential(torch.nn.Linear(2048, 1000)))  # ResNet-50's head: 1000 % 16
+    assert quantizable_layers(torch.nn.Sequential(torch.nn.Linear(2048, 1024)))
+    assert not quantizable_layers(torch.nn.Conv2d(3, 16, 3))

@@ -36,6 +36,9 @@ NAMES = [
     ("void cutlass::Kernel2<cutlass_80_tensorop_s16816gemm_relu_f16_64x64_64x4_nn_align8>"
      "(cutlass_80_tensorop_s16816gemm_relu_f16_64x64_64x4_nn_align8::Params)", GEMM),
     ("nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_NNT", GEMM),
+    # CUTLASS 3.x spells its template, copy atoms included (the row-wise FP8 _scaled_mm kernel is one of these)
+    ("void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<cute::tuple<int, int, int, int>, "
+     "cutlass::gemm::collective::CollectiveMma<cute::Copy_Atom<cute::SM90_TMA_LOAD>, cute::DefaultCopy>>>", GEMM),
     ("ampere_fp16_s16816gemm_fp16_128x128_ldg8_f2f_stages_32x5_nn", GEMM),
     ("void cublasLt::splitKreduce_kernel<32, 16, int, __half, __half, __half, __half, false, true, false>"
      "(cublasLt::cublasSplitKParams<__half>, __half const*)", GEMM),

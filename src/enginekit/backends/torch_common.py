@@ -185,9 +185,9 @@ class Tf32Scope:
                 if conv is not None and hasattr(conv, "fp32_precision"):
                     targets.append((conv, "fp32_precision", new))
                 saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in targets]
+            saved.append((cudnn, "benchmark", cudnn.benchmark))  # whichever scope sets it, the last exit restores it
             if self.cudnn_benchmark:
                 targets.append((cudnn, "benchmark", True))
-                saved.append((cudnn, "benchmark", cudnn.benchmark))
             if Tf32Scope._depth == 0:
                 Tf32Scope._saved = saved
             Tf32Scope._depth += 1
@@ -202,6 +202,38 @@ class Tf32Scope:
                 for obj, attr, value in reversed(Tf32Scope._saved):
                     setattr(obj, attr, value)
                 Tf32Scope._saved = []
+
+
+#: (precision, channels-last) -> the cudnn.benchmark setting under which CUDA convolutions first ran in this process
+_CUDNN_MODES: dict[tuple[str, bool], bool] = {}
+_CUDNN_MODES_LOCK = threading.Lock()
+
+
+def claim_cudnn_mode(precision: str, channels_last: bool, benchmark: bool,
+                     modes: dict[tuple[str, bool], bool] | None = None) -> str | None:
+    """None when a runner may run CUDA convolutions at ``precision`` and layout with cudnn.benchmark = ``benchmark``
+    in this process; else why its timings could not be trusted.
+
+    cuDNN keeps one plan cache per process, keyed by shapes, dtype, layout and TF32 but not by the benchmark flag,
+    and fills it with whatever algorithm the first call picked (heuristics, or timed under benchmark). A later
+    runner of the same model at the same precision and layout, with the other setting, would silently reuse those
+    plans: the "autotuned" row would run the heuristics' algorithms, or the plain row the autotuned ones. So one
+    process measures one setting per precision and layout, and a row that would mix them is refused (SKIPPED).
+    """
+    table = _CUDNN_MODES if modes is None else modes
+    with _CUDNN_MODES_LOCK:
+        first = table.setdefault((precision, channels_last), benchmark)
+    if first == benchmark:
+        return None
+    layout = "channels-last" if channels_last else "NCHW"
+    if benchmark:
+        return (f"cudnn_benchmark=on: {precision} {layout} convolutions already ran in this process without it, and "
+                "cuDNN's plan cache (keyed by shape, dtype, layout and TF32, not by the flag) would hand this row "
+                "their heuristic algorithms; measure it in a process of its own (e.g. enginekit bench SOURCE "
+                "--input ... -b LABEL)")
+    return (f"{precision} {layout} convolutions already ran in this process with cudnn_benchmark=on, and cuDNN's "
+            "plan cache (keyed by shape, dtype, layout and TF32, not by the flag) would hand this row those "
+            "autotuned algorithms; measure the cudnn_benchmark=on rows in a process of their own")
 
 
 class NoScope:
@@ -285,12 +317,12 @@ class TorchRunner(Runner):
         self._dtype = compute_dtype(self.precision)
         self._scope = (Tf32Scope(self.precision == "tf32", self.settings.cudnn_benchmark) if self.device == "cuda"
                        else NoScope())
+        self.supports_cuda_graph = self.cuda_graph_capable and self.device == "cuda"
+        self._info = {"torch": torch.__version__, "device": self.device}
         if self.settings.cudnn_benchmark:
             if self.device != "cuda":
                 raise HardwareUnavailableError(f"cudnn_benchmark=on needs CUDA; {self.label} runs on {self.device}.")
             self._info["cudnn_benchmark"] = True
-        self.supports_cuda_graph = self.cuda_graph_capable and self.device == "cuda"
-        self._info = {"torch": torch.__version__, "device": self.device}
         if self.device == "cuda":
             self._info["gpu"] = torch.cuda.get_device_name()
         if self.settings.cuda_graph:
@@ -314,6 +346,13 @@ class TorchRunner(Runner):
         keep = plan.module_names() if plan is not None else ()
         module = prepare_module(module, self.device, self._dtype, self._channels_last, keep_fp32=keep)
         self._info.update({"source_kind": src.kind, "channels_last": self._channels_last})
+        if self.device == "cuda" and has_conv(module):
+            import torch
+
+            benchmark = self.settings.cudnn_benchmark or bool(torch.backends.cudnn.benchmark)
+            why = claim_cudnn_mode(self.precision, self._channels_last, benchmark)
+            if why is not None:
+                raise HardwareUnavailableError(why)
         if self.settings.quantized_linear != "off":
             from enginekit.backends.torch_quant import swap_quantized_linears
 
@@ -328,7 +367,8 @@ class TorchRunner(Runner):
 
     def _discover(self, module: Any) -> None:
         """Output specs from eager runs of the prepared model (before any compilation)."""
-        self._outputs = discover_outputs(module, self.plans(), self.device, self._dtype, self._channels_last)
+        with self._scope:  # cuDNN keeps the algorithms it picks here: under this runner's flags
+            self._outputs = discover_outputs(module, self.plans(), self.device, self._dtype, self._channels_last)
         self._inputs = [p.spec() for p in self.plans()]
 
     def _release(self) -> None:

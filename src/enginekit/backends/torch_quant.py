@@ -20,7 +20,8 @@ its output projection become quantized linears around ``F.scaled_dot_product_att
 projections (a third of a BERT layer's matmul FLOPs) run in 8 bits too. Any other call (cross-attention, attention
 weights asked for, unbatched input) runs the original module unchanged, which the replacement keeps. Modules of
 ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` holding a replaced layer get a no-op forward pre-hook, which
-turns off their fused "fast path" (it reads ``linear1.weight`` directly and would skip the 8-bit layers).
+turns off their fused "fast path" (it reads ``linear1.weight`` directly and would skip the 8-bit layers), and an
+``nn.TransformerEncoder`` holding one stops converting padded batches to nested tensors (``use_nested_tensor``).
 
 Not replaced: linears kept in FP32 by a precision plan (their dtype differs), and shapes the matmuls refuse.
 
@@ -110,6 +111,15 @@ class _QuantLinear(_torch().nn.Module):  # type: ignore[misc]
     def _matmul(self, x2: Any) -> Any:
         raise NotImplementedError
 
+    @property
+    def weight(self) -> Any:
+        """The dequantized weight [out, in] in the compute dtype, for code that reads ``layer.weight`` itself (its
+        dtype, or ``F.linear(x, layer.weight)``): right, but not 8-bit."""
+        return (self._quantized_weight().float() * self.weight_scale.t()).to(self.out_dtype)
+
+    def _quantized_weight(self) -> Any:
+        raise NotImplementedError
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}"
 
@@ -134,6 +144,9 @@ class Fp8Linear(_QuantLinear):
         xq = (x2.float() / scale).to(torch.float8_e4m3fn)
         return torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
                                 bias=self.bias, out_dtype=self.out_dtype)
+
+    def _quantized_weight(self) -> Any:
+        return self.weight_fp8
 
 
 class Int8Linear(_QuantLinear):
@@ -166,6 +179,9 @@ class Int8Linear(_QuantLinear):
         # wrong here for row-wise activation scales (torch 2.13, checked by tests/backends/test_torch_quant.py)
         return (acc.float() * (scale * self.weight_scale)).to(self.out_dtype)
 
+    def _quantized_weight(self) -> Any:
+        return self.weight_int8
+
 
 _LINEARS: dict[str, type[_QuantLinear]] = {"fp8": Fp8Linear, "int8": Int8Linear}
 
@@ -175,7 +191,9 @@ class QuantSelfAttention(_torch().nn.Module):  # type: ignore[misc]
 
     The attributes TransformerEncoder(Layer) reads to decide on its fused path (``batch_first``, ``num_heads``,
     ``in_proj_weight``, ``out_proj`` ...) are the original module's, so whatever reads them computes the original,
-    unquantized attention: right, only not faster.
+    unquantized attention: right, only not faster (:func:`swap_quantized_linears` turns those paths off).
+    Calls it does not take run the original: attention weights asked for, cross-attention, unbatched input, and
+    ``is_causal`` without an ``attn_mask`` (which MultiheadAttention refuses or ignores depending on its path).
     """
 
     def __init__(self, mha: Any, kind: str) -> None:
@@ -213,7 +231,8 @@ class QuantSelfAttention(_torch().nn.Module):  # type: ignore[misc]
 
     def forward(self, query: Any, key: Any, value: Any, key_padding_mask: Any = None, need_weights: bool = True,
                 attn_mask: Any = None, average_attn_weights: bool = True, is_causal: bool = False) -> Any:
-        if need_weights or query is not key or key is not value or query.dim() != 3:
+        if (need_weights or query is not key or key is not value or query.dim() != 3
+                or (is_causal and attn_mask is None)):  # the hint without its mask: the original's to judge
             return self.original(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                                  attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
         torch = _torch()
@@ -295,6 +314,23 @@ def swap_quantized_linears(module: Any, kind: str, device: str, dtype: Any) -> l
                                    "take (weights in the compute dtype, in/out features multiples of 16).")
     fast_path_layers = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
     for name, child in module.named_modules():
-        if isinstance(child, fast_path_layers) and any(s.startswith(name + ".") for s in swapped):
+        holds_swapped = any(s.startswith(name + ".") for s in swapped) if name else bool(swapped)
+        if isinstance(child, fast_path_layers) and holds_swapped:
             child.register_forward_pre_hook(_noop_pre_hook)
+        if isinstance(child, nn.TransformerEncoder) and holds_swapped:
+            # its own fused path (nested tensors, taken with a src_key_padding_mask) reads linear1.weight and
+            # feeds nested tensors to the layers; hooks do not turn it off
+            child.use_nested_tensor = False
     return swapped
+
+
+def quantizable_layers(module: Any) -> bool:
+    """Whether ``module`` holds a layer that ``swap_quantized_linears`` would replace (at the weights' own dtype):
+    the configuration search offers 8-bit candidates only then."""
+    nn = _torch().nn
+    for child in module.modules():
+        if isinstance(child, nn.MultiheadAttention) and child._qkv_same_embed_dim and not child.embed_dim % _ALIGN:
+            return True
+        if isinstance(child, nn.Linear) and _eligible(child, child.weight.dtype):
+            return True
+    return False

@@ -17,15 +17,17 @@ matters because the names overlap:
 2. Every other inductor-generated kernel (``triton_poi_`` / ``triton_red_`` / ``triton_per_`` / ``triton_for_``,
    and CPU ``cpp_fused_``) is fused pointwise / reduction code, whatever op names it carries
    (``triton_poi_fused_convolution_0`` is the bias add after an extern convolution, not a convolution).
-3. Copies and layout changes before the rest: cuDNN's ``nchwToNhwcKernel`` lives in the ``cudnn`` namespace
-   (which rule 6 would call a convolution), and PyTorch's copies are ``elementwise_kernel<...direct_copy...>``
-   (which rule 7 would call elementwise).
-4. Attention before convolution and GEMM: ``fmha_cutlassF_...`` contains ``cutlass`` and cuDNN's fused
-   attention (``cudnn_generated_..._sdpa_...``) contains ``cudnn``.
-5. Normalization and pooling before convolution: cuDNN's batch-norm and pooling kernels live in ``cudnn::``.
-6. Convolutions before GEMMs: implicit-GEMM convolutions are named ``..._fprop_implicit_gemm_...``.
-7. GEMMs (cuBLAS ``nvjet_`` / ``sm90_xmma_gemm_`` / ``ampere_..._gemm_``, CUTLASS, ``aten::mm`` and friends),
-   then the remaining elementwise / reduction / normalization kernels and ops; anything else is ``other``.
+3. CUTLASS 3.x kernels before copies: their names spell the whole template, copy atoms (``cute::Copy_Atom``)
+   included, so ``flash`` / ``fmha``, ``cutlass::conv`` and ``cutlass::gemm`` / ``GemmUniversal`` match first.
+4. Copies and layout changes, by the names of copy kernels (not any "copy"), before the rest: cuDNN's
+   ``nchwToNhwcKernel`` lives in the ``cudnn`` namespace (which rule 7 would call a convolution), and PyTorch's
+   copies are ``elementwise_kernel<...direct_copy...>`` (which rule 9 would call elementwise).
+5. Attention before convolution and GEMM: cuDNN's fused attention (``cudnn_generated_..._sdpa_...``) contains
+   ``cudnn``.
+6. Normalization and pooling before convolution: cuDNN's batch-norm and pooling kernels live in ``cudnn::``.
+7. Convolutions before GEMMs: implicit-GEMM convolutions are named ``..._fprop_implicit_gemm_...``.
+8. GEMMs (cuBLAS ``nvjet_`` / ``sm90_xmma_gemm_`` / ``ampere_..._gemm_``, CUTLASS, ``aten::mm`` and friends),
+9. then the remaining elementwise / reduction / normalization kernels and ops; anything else is ``other``.
 
 What is counted (:func:`profile_callable`): on CUDA the device-side events only (kernels, memcpy, memset),
 by their device time, so that host overhead and launch gaps are not in the total (an engine that removes
@@ -86,20 +88,26 @@ RULES: tuple[tuple[str, str], ...] = (
     (GEMM, r"^triton_tem_"),
     # 2. inductor's generated pointwise / reduction / persistent-reduction / foreach kernels, on GPU and CPU
     (ELEMENTWISE, r"^triton_(?:poi|red|per|for)_|^cpp_fused_"),
-    # 3. copies and layout changes (cuDNN's layout kernels, PyTorch's copy kernels, memcpy/memset, views)
-    (COPY, r"memcpy|memset|nchwtonhwc|nhwctonchw|copy|transpose_|_transpose|permute"),
+    # 3. CUTLASS 3.x kernels spell their whole template, whose copy atoms (cute::Copy_Atom, DefaultCopy) would read
+    #    as copies: attention (flash / fmha), CUTLASS convolutions and GEMMs (FP8 row-wise _scaled_mm) first
+    (ATTENTION, r"flash|fmha"),
+    (CONV, r"cutlass::conv"),
+    (GEMM, r"cutlass::gemm|gemmuniversal"),
+    # 4. copies and layout changes (cuDNN's layout kernels, PyTorch's copy kernels, memcpy/memset, views)
+    (COPY, r"memcpy|memset|nchwtonhwc|nhwctonchw|direct_copy|copy_kernel|catarraybatchedcopy|transpose_|"
+           r"_transpose|permute"),
     (COPY, _aten(_ATEN_LAYOUT)),
-    # 4. attention (flash, memory-efficient / fmha, cuDNN's fused SDPA, PyTorch's attention ops)
+    # 5. attention (flash, memory-efficient / fmha, cuDNN's fused SDPA, PyTorch's attention ops)
     (ATTENTION, r"flash|fmha|attention|sdpa|_scaled_dot_product|multi_head"),
-    # 5. normalization and pooling (memory-bound), before cuDNN's namespace means "convolution"
+    # 6. normalization and pooling (memory-bound), before cuDNN's namespace means "convolution"
     (ELEMENTWISE, r"bn_fw|bn_bw|batch_?norm|layer_?norm|group_?norm|instance_?norm|rms_?norm|pool"),
-    # 6. convolutions: cuDNN, implicit-GEMM kernels (fprop / dgrad / wgrad), oneDNN, aten's convolution ops
+    # 7. convolutions: cuDNN, implicit-GEMM kernels (fprop / dgrad / wgrad), oneDNN, aten's convolution ops
     (CONV, r"conv(?!ert)|implicit_gemm|implicit_convolve|fprop|dgrad|wgrad|winograd|cudnn"),
-    # 7. GEMMs: cuBLAS(Lt) (nvjet_ on Hopper with CUDA 12.8+), xmma / CUTLASS kernels, aten's matmul ops,
+    # 8. GEMMs: cuBLAS(Lt) (nvjet_ on Hopper with CUDA 12.8+), xmma / CUTLASS kernels, aten's matmul ops,
     #    oneDNN / MKL linears of inductor's CPU path
     (GEMM, r"gemm|gemv|xmma|cutlass|cublas|nvjet|splitkreduce|_linear_pointwise|mkl_linear|"
            r"qlinear|" + _aten(_ATEN_GEMMS)),
-    # 8. the rest of the elementwise / reduction / normalization family
+    # 9. the rest of the elementwise / reduction / normalization family
     (ELEMENTWISE, r"elementwise|reduce_kernel|reduction|softmax|norm|gelu|relu|silu|sigmoid|tanh|"
                   r"activation|dropout|pointwise"),
     (ELEMENTWISE, _aten(_ATEN_POINTWISE)),

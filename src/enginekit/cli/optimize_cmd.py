@@ -91,7 +91,7 @@ def optimize(
     search_candidate: Annotated[list[str] | None, typer.Option(
         "--search-candidate", help="PyTorch sources: the search's configurations NAME:PRECISION[/KEY=VALUE...], "
         "e.g. inductor:fp16/mode=reduce-overhead/freezing=on (keys: mode, freezing, channels_last, cuda_graph, "
-        "linear); default: the set for the device.", show_default=False)] = None,
+        "cudnn_benchmark, linear=int8|fp8|off); default: the set for the device.", show_default=False)] = None,
     search_precision: Annotated[list[str] | None, typer.Option(
         "--search-precision", help="PyTorch sources: precisions of the default search set (default fp16,bf16 on "
         "CUDA; fp32, and bf16 where the CPU has it, on CPU).", show_default=False)] = None,
@@ -148,7 +148,7 @@ def optimize(
     With a PyTorch or Paddle source, the model is first exported and verified (see `enginekit export`;
     --input takes export dims such as x:batch,3,32,32) and prepared (see `enginekit prepare`). With a PyTorch
     source and --torch-device cuda (or any --search-* option), a configuration search tries torch.compile modes,
-    freezing, CUDA graphs, channels-last, cuDNN autotuning, fp16/bf16 and int8/FP8 linears at each batch size,
+    freezing, CUDA graphs, channels-last, fp16/bf16 and int8/FP8 linears at each batch size,
     verifies each against eager FP32 and names the fastest passing one per batch.
     """
     from dataclasses import replace

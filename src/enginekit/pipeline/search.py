@@ -13,8 +13,8 @@ Roles of the rows (what the docs tables compare, at equal precision):
 * ``plain``: ``torch.compile`` as a user calls it on a model cast to the precision (inductor default mode, no
   freezing, no layout change): the row the speed-ups are taken against.
 * ``flags``: a configuration plain PyTorch reaches by setting flags (freezing, reduce-overhead, max-autotune,
-  channels-last, eager + ``torch.cuda.graph``, ``torch.backends.cudnn.benchmark``). The fastest passing one is the
-  "best plain configuration".
+  channels-last, eager + ``torch.cuda.graph``; ``torch.backends.cudnn.benchmark`` when listed). The fastest passing
+  one is the "best plain configuration".
 * ``beyond``: a change plain PyTorch users do not get from a flag: ``linear=int8`` (W8A8 int8 matmuls) and
   ``linear=fp8`` (FP8 matmuls), both with activations quantized per row in kernels inductor fuses, and the
   self-attention projections quantized too (:mod:`enginekit.backends.torch_quant`).
@@ -87,7 +87,11 @@ def default_precisions(device: str) -> tuple[str, ...]:
 
 def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, linear: bool) -> list[Candidate]:
     """The candidate set: per precision, plain torch.compile, then the configurations flags reach; on CUDA with
-    a model holding linears, 8-bit linears too (int8 at each precision, FP8 at bf16)."""
+    a model holding layers 8-bit matmuls take (``linear``), 8-bit linears too (int8 at each precision, FP8 at bf16).
+
+    ``cudnn_benchmark=on`` is not in it: cuDNN's plan cache is shared by every row of one process
+    (:func:`enginekit.backends.torch_common.claim_cudnn_mode`), so it is measured in a search of its own
+    (``--search-candidate``)."""
     layouts: list[tuple[tuple[str, str], ...]] = [(("channels_last", "on"),), (("channels_last", "off"),)] if conv \
         else [()]
     out: list[Candidate] = []
@@ -101,10 +105,6 @@ def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, li
             for lay in layouts:
                 add("torch", p, *lay, ("cuda_graph", "on"))
                 add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), *lay)
-            if conv:  # cuDNN timing its convolution algorithms instead of taking its heuristics' first choice
-                add("torch", p, ("channels_last", "on"), ("cuda_graph", "on"), ("cudnn_benchmark", "on"))
-                add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), ("channels_last", "on"),
-                    ("cudnn_benchmark", "on"))
             add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "off"))
             add("inductor", p, ("mode", "default"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune"), ("freezing", "on"))
@@ -251,6 +251,7 @@ def search_configurations(
     """Run the candidate set at every batch size; see the module docstring. Raises InvalidArgumentError for bad
     settings; a candidate's failure is its rows' status."""
     from enginekit.backends.torch_common import has_conv, load_source, resolve_device
+    from enginekit.backends.torch_quant import quantizable_layers
     from enginekit.deps import require
 
     torch = require("torch", purpose="the configuration search")
@@ -261,7 +262,7 @@ def search_configurations(
     device = resolve_device(backend.torch_device)
     module, _ = load_source(str(source), trust_remote_code=backend.trust_remote_code)
     conv = has_conv(module)
-    linear = any(isinstance(m, torch.nn.Linear) for m in module.modules())
+    linear = quantizable_layers(module)
     del module
     precisions = search.precisions or default_precisions(device)
     cands = ([Candidate.parse(c) for c in search.candidates] if search.candidates
