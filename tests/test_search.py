@@ -76,6 +76,27 @@ def test_a_failing_configuration_is_reported_and_never_best() -> None:
     assert SearchResult("cpu", (1,), ["a", "b"], rows).best(1, "throughput").candidate == "b"  # type: ignore[union-attr]
 
 
+def test_int8_rows_are_beyond_flags_judged_by_the_8bit_rule_at_every_batch() -> None:
+    """A real encoder (self-attention + FFN) with int8 linears, eager and compiled with freezing, at two batches."""
+    from enginekit.backends.torch_quant import int8_supported
+
+    if (why := int8_supported("cpu")) is not None:
+        pytest.skip(f"int8 matmuls on CPU: {why}")
+    cands = ("inductor/mode=default/freezing=off/channels_last=off", "torch/linear=int8",
+             "inductor/mode=default/freezing=on/linear=int8")
+    backend = BackendSettings(torch_inputs=("x:batch,12,32",), torch_device="cpu")
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 12, 32)).astype(np.float32)}
+    res = search_configurations(f"{MODELS}:fast_path_encoder", feed, SearchSettings(batches=(1, 3), candidates=cands),
+                                backend, CompareSettings(), QUICK)
+    rows = [r for r in res.rows if "linear=int8" in r.candidate]
+    assert len(rows) == 4 and {r.role for r in rows} == {"beyond"}
+    for r in rows:
+        assert r.status == "ok", r.reason
+        assert r.atol is not None and r.atol > 1e-3  # the 8-bit rule, not FP32's 1e-5
+        assert r.max_abs_err is not None and 1e-4 < r.max_abs_err <= r.atol  # quantized, and within the rule
+        assert r.details["quantized_linear"]["kind"] == "int8"
+
+
 def test_default_sets_and_roles() -> None:
     gpu = default_candidates("cuda", ("fp16", "bf16"), conv=True, linear=True)
     labels = [c.label for c in gpu]
