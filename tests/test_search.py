@@ -114,6 +114,10 @@ def test_default_sets_and_roles() -> None:
     assert role_of(Candidate.parse("inductor:fp16/linear=int8")) == "beyond"
     assert role_of(Candidate.parse("inductor:fp16/linear=off")) == "flags"
     assert not any("linear=" in c.label for c in default_candidates("cuda", ("fp16",), conv=True, linear=False))
+    assert not any("fastpath" in c for c in labels)  # no transformer layers: nothing to turn off
+    with_layers = [c.label for c in default_candidates("cuda", ("bf16",), conv=False, linear=True, transformer=True)]
+    assert "inductor:bf16/mode=reduce-overhead/freezing=on/fastpath=off" in with_layers
+    assert role_of(Candidate.parse("inductor:bf16/mode=reduce-overhead/freezing=on/fastpath=off")) == "flags"
     # cuDNN autotuning is a flag, measured in a process of its own (one plan cache per process): not in the set
     assert not any("cudnn_benchmark" in c for c in labels)
     assert role_of(Candidate.parse("torch:fp16/channels_last=on/cuda_graph=on/cudnn_benchmark=on")) == "flags"

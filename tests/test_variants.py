@@ -30,6 +30,9 @@ def test_options_set_the_backend_settings_of_that_candidate_only() -> None:
     both = Candidate.parse("torch:fp16/cudnn_benchmark=on/cuda_graph=on")
     assert both.label == "torch:fp16/cuda_graph=on/cudnn_benchmark=on" and both.settings(base).cudnn_benchmark is True
     assert base.cudnn_benchmark is False
+    off = Candidate.parse("inductor:bf16/linear=int8/fastpath=off/freezing=on")
+    assert off.label == "inductor:bf16/freezing=on/fastpath=off/linear=int8"
+    assert off.settings(base).transformer_fastpath is False and base.transformer_fastpath is True
     assert apply_options(base, ()) is base
 
 

@@ -69,6 +69,9 @@ class BackendSettings:
     # torch / inductor / aoti on CUDA: torch.backends.cudnn.benchmark while the runner runs (cuDNN times its
     # convolution algorithms per shape and keeps the fastest; off leaves the process's setting as it is)
     cudnn_benchmark: bool = False
+    # torch / inductor / aoti: False turns off nn.TransformerEncoderLayer's fused inference fast path (one native op
+    # torch.compile cannot look into) in this model, so that inductor fuses around the matmuls (fastpath=off)
+    transformer_fastpath: bool = True
     # torch / inductor: off | fp8 | int8. nn.Linear layers (and self-attention projections) run as 8-bit matmuls:
     # FP8 e4m3 (torch._scaled_mm, bf16 only) or int8 (torch._int_mm); the activations are quantized on the fly (per
     # row), the weights once (per output channel); output in the compute dtype (backends/torch_quant.py)

@@ -14,6 +14,7 @@ key                   values                           backends                 
 ``channels_last``     auto, on, off                    torch, inductor, aoti       ``channels_last``
 ``cuda_graph``        on, off                          torch, aoti                 ``cuda_graph``
 ``cudnn_benchmark``   on, off                          torch, inductor, aoti       ``cudnn_benchmark``
+``fastpath``          on, off                          torch, inductor, aoti       ``transformer_fastpath``
 ``linear``            fp8, int8, off                   torch, inductor             ``quantized_linear``
 ====================  ===============================  ==========================  =============================
 
@@ -57,6 +58,7 @@ OPTION_KEYS: tuple[OptionKey, ...] = (
     OptionKey("channels_last", "channels_last", CHANNELS_LAST, TORCH_BACKENDS),
     OptionKey("cuda_graph", "cuda_graph", ON_OFF, ("torch", "aoti"), boolean=True),
     OptionKey("cudnn_benchmark", "cudnn_benchmark", ON_OFF, TORCH_BACKENDS, boolean=True),
+    OptionKey("fastpath", "transformer_fastpath", ON_OFF, TORCH_BACKENDS, boolean=True),
     OptionKey("linear", "quantized_linear", ("fp8", "int8", "off"), ("torch", "inductor")),
 )
 _BY_KEY = {k.key: k for k in OPTION_KEYS}

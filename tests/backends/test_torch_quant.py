@@ -22,6 +22,7 @@ from enginekit.backends.torch_quant import (  # noqa: E402
     int8_supported,
     quantizable_layers,
     swap_quantized_linears,
+    turn_off_transformer_fast_path,
 )
 from enginekit.compare import CompareSettings, compare_outputs  # noqa: E402
 from enginekit.compare.per_precision import settings_for_precision  # noqa: E402
@@ -241,3 +242,23 @@ def test_quantizable_layers_follow_the_swap_rules() -> None:
     assert not quantizable_layers(torch.nn.Sequential(torch.nn.Linear(2048, 1000)))  # ResNet-50's head: 1000 % 16
     assert quantizable_layers(torch.nn.Sequential(torch.nn.Linear(2048, 1024)))
     assert not quantizable_layers(torch.nn.Conv2d(3, 16, 3))
+
+
+def test_turning_off_the_transformer_fast_path_exposes_the_layer_ops() -> None:
+    """fastpath=off: the layers stop running as one native op (opaque to torch.compile); results unchanged."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def ops(model: torch.nn.Module, x: torch.Tensor) -> tuple[set[str], torch.Tensor]:
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = model(x)
+        return {e.key for e in prof.key_averages()}, out
+
+    x = torch.randn(2, 12, 32)
+    model = _encoder(torch.float32)
+    before, want = ops(model, x)
+    assert "aten::_transformer_encoder_layer_fwd" in before
+    assert turn_off_transformer_fast_path(model) == 2 and model.encoder.use_nested_tensor is False
+    after, got = ops(model, x)
+    assert "aten::_transformer_encoder_layer_fwd" not in after and "aten::layer_norm" in after
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert turn_off_transformer_fast_path(torch.nn.Sequential(torch.nn.Linear(4, 4))) == 0

@@ -353,6 +353,13 @@ class TorchRunner(Runner):
             why = claim_cudnn_mode(self.precision, self._channels_last, benchmark)
             if why is not None:
                 raise HardwareUnavailableError(why)
+        if not self.settings.transformer_fastpath:
+            from enginekit.backends.torch_quant import turn_off_transformer_fast_path
+
+            if not turn_off_transformer_fast_path(module):
+                raise InvalidArgumentError("fastpath=off: the model has no nn.TransformerEncoderLayer or "
+                                           "TransformerDecoderLayer whose fast path could be turned off.")
+            self._info["transformer_fastpath"] = False
         if self.settings.quantized_linear != "off":
             from enginekit.backends.torch_quant import swap_quantized_linears
 

@@ -32,6 +32,7 @@ Not replaced: linears kept in FP32 by a precision plan (their dtype differs), an
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from enginekit.errors import HardwareUnavailableError, InvalidArgumentError
@@ -270,6 +271,35 @@ def _noop_pre_hook(module: Any, args: Any) -> None:
     return None
 
 
+def turn_off_transformer_fast_path(module: Any, within: Sequence[str] | None = None) -> int:
+    """Turn off the fused inference "fast paths" of ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` (a no-op
+    forward pre-hook, which those layers check) and ``nn.TransformerEncoder``'s nested-tensor path, in the modules
+    holding one of the qualified names ``within`` (every one when None); how many layers were changed.
+
+    The fast path runs a whole layer as one native op (``torch._transformer_encoder_layer_fwd``) that reads the
+    layers' weights directly (so it would skip replaced linears) and that torch.compile cannot look into: with it
+    off, inductor sees the layer's ops and can fuse the residual adds, layer norms and activations around the
+    matmuls (``fastpath=off``). The layers are changed in place, this model only; no process-wide flag is set.
+    """
+    nn = _torch().nn
+
+    def holds(name: str) -> bool:
+        if within is None:
+            return True
+        return any(s.startswith(name + ".") for s in within) if name else bool(within)
+
+    layers = 0
+    for name, child in module.named_modules():
+        if isinstance(child, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)) and holds(name):
+            child.register_forward_pre_hook(_noop_pre_hook)
+            layers += 1
+        if isinstance(child, nn.TransformerEncoder) and holds(name):
+            # its own fused path (nested tensors, taken with a src_key_padding_mask) reads linear1.weight and
+            # feeds nested tensors to the layers; hooks do not turn it off
+            child.use_nested_tensor = False
+    return layers
+
+
 def _eligible(linear: Any, dtype: Any) -> bool:
     return bool(linear.weight.dtype is dtype and not linear.in_features % _ALIGN and not linear.out_features % _ALIGN)
 
@@ -312,15 +342,7 @@ def swap_quantized_linears(module: Any, kind: str, device: str, dtype: Any) -> l
     if not swapped:
         raise InvalidArgumentError(f"linear={kind}: the model has no nn.Linear layer that {kind.upper()} matmuls can "
                                    "take (weights in the compute dtype, in/out features multiples of 16).")
-    fast_path_layers = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-    for name, child in module.named_modules():
-        holds_swapped = any(s.startswith(name + ".") for s in swapped) if name else bool(swapped)
-        if isinstance(child, fast_path_layers) and holds_swapped:
-            child.register_forward_pre_hook(_noop_pre_hook)
-        if isinstance(child, nn.TransformerEncoder) and holds_swapped:
-            # its own fused path (nested tensors, taken with a src_key_padding_mask) reads linear1.weight and
-            # feeds nested tensors to the layers; hooks do not turn it off
-            child.use_nested_tensor = False
+    turn_off_transformer_fast_path(module, within=swapped)
     return swapped
 
 

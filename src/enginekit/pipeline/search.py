@@ -85,7 +85,8 @@ def default_precisions(device: str) -> tuple[str, ...]:
     return ("fp32", "bf16") if cpu_supports_bf16() else ("fp32",)
 
 
-def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, linear: bool) -> list[Candidate]:
+def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, linear: bool,
+                       transformer: bool = False) -> list[Candidate]:
     """The candidate set: per precision, plain torch.compile, then the configurations flags reach; on CUDA with
     a model holding layers 8-bit matmuls take (``linear``), 8-bit linears too (int8 at each precision, FP8 at bf16).
 
@@ -106,6 +107,8 @@ def default_candidates(device: str, precisions: Sequence[str], *, conv: bool, li
                 add("torch", p, *lay, ("cuda_graph", "on"))
                 add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), *lay)
             add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "off"))
+            if transformer:  # the layers' fused native op is opaque to inductor: let it fuse around the matmuls
+                add("inductor", p, ("mode", "reduce-overhead"), ("freezing", "on"), ("fastpath", "off"))
             add("inductor", p, ("mode", "default"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune"), ("freezing", "on"))
             add("inductor", p, ("mode", "max-autotune-no-cudagraphs"), ("freezing", "on"))
@@ -263,10 +266,12 @@ def search_configurations(
     module, _ = load_source(str(source), trust_remote_code=backend.trust_remote_code)
     conv = has_conv(module)
     linear = quantizable_layers(module)
+    transformer = any(isinstance(m, (torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer))
+                      for m in module.modules())
     del module
     precisions = search.precisions or default_precisions(device)
     cands = ([Candidate.parse(c) for c in search.candidates] if search.candidates
-             else default_candidates(device, precisions, conv=conv, linear=linear))
+             else default_candidates(device, precisions, conv=conv, linear=linear, transformer=transformer))
     for c in cands:
         if c.backend not in ("torch", "inductor", "aoti"):
             raise InvalidArgumentError(f"--search-candidate {c.label}: the search runs the PyTorch backends "
@@ -334,7 +339,8 @@ def _candidate_rows(
         if isinstance(compile_stats, dict):
             r.details["compile"] = {k: compile_stats.get(k) for k in ("graphs", "recompilations", "graph_breaks",
                                                                       "compile_s", "eager_fallback")}
-        for key in ("channels_last", "cuda_graph", "cudnn_benchmark", "quantized_linear", "cudagraphs"):
+        for key in ("channels_last", "cuda_graph", "cudnn_benchmark", "transformer_fastpath", "quantized_linear",
+                    "cudagraphs"):
             if key in row.details:
                 r.details[key] = row.details[key]
     return rows
