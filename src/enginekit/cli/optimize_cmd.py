@@ -91,7 +91,8 @@ def optimize(
     search_candidate: Annotated[list[str] | None, typer.Option(
         "--search-candidate", help="PyTorch sources: the search's configurations NAME:PRECISION[/KEY=VALUE...], "
         "e.g. inductor:fp16/mode=reduce-overhead/freezing=on (keys: mode, freezing, channels_last, cuda_graph, "
-        "cudnn_benchmark, linear=int8|fp8|off); default: the set for the device.", show_default=False)] = None,
+        "cudnn_benchmark, fastpath, linear=int8|fp8|off); default: the set for the device.",
+        show_default=False)] = None,
     search_precision: Annotated[list[str] | None, typer.Option(
         "--search-precision", help="PyTorch sources: precisions of the default search set (default fp16,bf16 on "
         "CUDA; fp32, and bf16 where the CPU has it, on CPU).", show_default=False)] = None,
