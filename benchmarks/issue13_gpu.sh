@@ -22,30 +22,32 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv > "$out/gp
 python3 -c "import torch; print(torch.__version__, torch.version.cuda, torch.backends.cudnn.version())" \
     >> "$out/gpu.txt" 2>&1
 
+# rn50_search NAME CANDIDATES [OPTION...]: one search of ResNet-50 fp16 at batch 1/32/256 into $out/NAME
+rn50_search() {
+    local name=$1 cands=$2
+    shift 2
+    mkdir -p "$out/$name"
+    ( time timeout "$limit" python3 -m enginekit.cli.main -v optimize benchmarks/models.py:resnet50 \
+        --input x:batch,3,224,224 --val-range x:-2.2,2.7 -b torch --no-prepare --torch-device cuda \
+        --search-batch 1,32,256 "$@" --search-candidate "$cands" --report "/tmp/ek/$name" ) > "$out/$name/log.txt" 2>&1
+    keep "/tmp/ek/$name" "$name"
+}
+
 case $part in
 rn50)
     # plain torch.compile (fp16, NCHW) next to the autotuned channels-last rows: different cuDNN cache keys, so one
     # process measures both cleanly (cuDNN's plan cache is per process and not keyed by the benchmark flag)
-    mkdir -p "$out/rn50"
     cands="inductor:fp16/mode=default/freezing=off/channels_last=off"
     cands+=",inductor:fp16/mode=reduce-overhead/freezing=on/channels_last=on/cudnn_benchmark=on"
     cands+=",torch:fp16/channels_last=on/cuda_graph=on/cudnn_benchmark=on"
-    ( time timeout "$limit" python3 -m enginekit.cli.main -v optimize benchmarks/models.py:resnet50 \
-        --input x:batch,3,224,224 --val-range x:-2.2,2.7 -b torch --no-prepare --torch-device cuda \
-        --search-batch 1,32,256 --search-candidate "$cands" --report "/tmp/ek/rn50" ) > "$out/rn50/log.txt" 2>&1
-    keep /tmp/ek/rn50 rn50
+    rn50_search rn50 "$cands"
     ;;
 rn50-flags)
     # the flag configurations without cuDNN autotuning, max-autotune under a compile limit
-    mkdir -p "$out/rn50f"
     cands="inductor:fp16/mode=default/freezing=off/channels_last=off"
     cands+=",inductor:fp16/mode=reduce-overhead/freezing=on/channels_last=on"
     cands+=",inductor:fp16/mode=max-autotune-no-cudagraphs/freezing=on/channels_last=on"
-    ( time timeout "$limit" python3 -m enginekit.cli.main -v optimize benchmarks/models.py:resnet50 \
-        --input x:batch,3,224,224 --val-range x:-2.2,2.7 -b torch --no-prepare --torch-device cuda \
-        --search-batch 1,32,256 --search-compile-limit 150 --search-candidate "$cands" --report "/tmp/ek/rn50f" \
-        ) > "$out/rn50f/log.txt" 2>&1
-    keep /tmp/ek/rn50f rn50f
+    rn50_search rn50f "$cands" --search-compile-limit 150
     ;;
 bert)
     mkdir -p "$out/bert"
