@@ -25,6 +25,7 @@ batch size; each of these runs under a wall-clock alarm (SIGALRM, in the main th
 limit), the timed loops do not. A configuration past it becomes a SKIPPED row saying so (at every batch when its
 load ran over; else at that batch and the larger ones), and dynamo's caches are reset; the search goes on. The alarm
 interrupts Python code, so one long call into C (a single kernel compile) can overrun the limit until it returns;
+it fires again every 50 ms until the block ends, since one landing in a finalizer is dropped by Python;
 an AOTInductor package compiles while it loads, which the limit does not cover.
 
 Best per batch: the lowest median latency (objective ``latency``) and the most items per second
@@ -410,6 +411,9 @@ class _CompileTimeout(BaseException):  # noqa: N818 - like KeyboardInterrupt: to
         self.seconds = seconds
 
 
+_REFIRE_S = 0.05  # a lost alarm comes back this soon
+
+
 class _Alarm:
     """The armed limit of one :func:`_time_limit` block; ``cancel()`` disarms it early."""
 
@@ -435,7 +439,9 @@ def _time_limit(seconds: float | None) -> Iterator[_Alarm | None]:
     signal.signal(signal.SIGALRM, alarm)
     try:
         try:
-            signal.setitimer(signal.ITIMER_REAL, seconds)
+            # and again every _REFIRE_S until the block ends: an exception raised while Python runs a finalizer or
+            # a __del__ (a GC callback inside torch) is printed as "Exception ignored in ..." and lost there
+            signal.setitimer(signal.ITIMER_REAL, seconds, _REFIRE_S)
             yield _Alarm()
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
