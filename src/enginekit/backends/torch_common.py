@@ -338,6 +338,8 @@ class TorchRunner(Runner):
     def _prepared_source(self) -> tuple[Any, Source]:
         """The source model on the device at the compute precision (channels-last when chosen), the modules of
         the precision plan (when one applies) kept in float32."""
+        import torch
+
         from enginekit.backends.torch_plan import torch_plan_for
 
         module, src = load_source(self.source_text, trust_remote_code=self.settings.trust_remote_code)
@@ -347,8 +349,6 @@ class TorchRunner(Runner):
         module = prepare_module(module, self.device, self._dtype, self._channels_last, keep_fp32=keep)
         self._info.update({"source_kind": src.kind, "channels_last": self._channels_last})
         if self.device == "cuda" and has_conv(module):
-            import torch
-
             benchmark = self.settings.cudnn_benchmark or bool(torch.backends.cudnn.benchmark)
             why = claim_cudnn_mode(self.precision, self._channels_last, benchmark)
             if why is not None:
@@ -364,8 +364,6 @@ class TorchRunner(Runner):
             from enginekit.backends.torch_quant import swap_quantized_linears
 
             kind = self.settings.quantized_linear
-            import torch
-
             swapped = swap_quantized_linears(module, kind, self.device, self._dtype or torch.float32)
             self._info["quantized_linear"] = {"kind": kind, "layers": len(swapped), "names": swapped[:20]}
         if plan is not None:

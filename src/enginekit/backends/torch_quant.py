@@ -271,6 +271,16 @@ def _noop_pre_hook(module: Any, args: Any) -> None:
     return None
 
 
+def _fast_path_layers() -> tuple[type[Any], ...]:
+    nn = _torch().nn
+    return (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def has_transformer_layers(module: Any) -> bool:
+    """Whether ``module`` holds an ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` (a fast path to turn off)."""
+    return any(isinstance(m, _fast_path_layers()) for m in module.modules())
+
+
 def turn_off_transformer_fast_path(module: Any, within: Sequence[str] | None = None) -> int:
     """Turn off the fused inference "fast paths" of ``nn.TransformerEncoderLayer`` / ``DecoderLayer`` (a no-op
     forward pre-hook, which those layers check) and ``nn.TransformerEncoder``'s nested-tensor path, in the modules
@@ -290,7 +300,7 @@ def turn_off_transformer_fast_path(module: Any, within: Sequence[str] | None = N
 
     layers = 0
     for name, child in module.named_modules():
-        if isinstance(child, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)) and holds(name):
+        if isinstance(child, _fast_path_layers()) and holds(name):
             child.register_forward_pre_hook(_noop_pre_hook)
             layers += 1
         if isinstance(child, nn.TransformerEncoder) and holds(name):

@@ -255,7 +255,7 @@ def search_configurations(
     """Run the candidate set at every batch size; see the module docstring. Raises InvalidArgumentError for bad
     settings; a candidate's failure is its rows' status."""
     from enginekit.backends.torch_common import has_conv, load_source, resolve_device
-    from enginekit.backends.torch_quant import quantizable_layers
+    from enginekit.backends.torch_quant import has_transformer_layers, quantizable_layers
     from enginekit.deps import require
 
     torch = require("torch", purpose="the configuration search")
@@ -267,8 +267,7 @@ def search_configurations(
     module, _ = load_source(str(source), trust_remote_code=backend.trust_remote_code)
     conv = has_conv(module)
     linear = quantizable_layers(module)
-    transformer = any(isinstance(m, (torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer))
-                      for m in module.modules())
+    transformer = has_transformer_layers(module)
     del module
     precisions = search.precisions or default_precisions(device)
     cands = ([Candidate.parse(c) for c in search.candidates] if search.candidates
